@@ -1,0 +1,72 @@
+"""The ``pyroext`` command line: ``pyroext fit MODEL ...`` and ``pyroext demo``."""
+
+__all__ = ["main"]
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import pandas as pd
+
+from pyroext.guides import GUIDES
+from pyroext.jobs import JOBS, run_demo
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pyroext", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    fit = commands.add_parser("fit", help="fit a zoo model with SVI and write its outputs")
+    fit.add_argument("model", choices=sorted(JOBS), help="zoo model")
+    fit.add_argument("--guide", default="mvn", choices=sorted(GUIDES), help="variational guide")
+    fit.add_argument("--steps", type=_positive_int, default=3000, help="SVI steps (>= 1)")
+    fit.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    fit.add_argument("--seed", type=int, default=0, help="random seed")
+    fit.add_argument("--out", default=None, help="output folder (default runs/<model>-<guide>)")
+    fit.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    demo = commands.add_parser("demo", help="run the quick demo on embedded data")
+    demo.add_argument("--out", default="runs/demo", help="output folder")
+    demo.add_argument("--steps", type=_positive_int, default=3000, help="SVI steps per fit")
+    demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not an integer >= 1")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line.
+
+    Arguments:
+        argv: Arguments without the program name; ``sys.argv[1:]`` by default.
+
+    Returns:
+        The process exit status.
+    """
+    args = _parser().parse_args(argv)
+    with pd.option_context("display.width", 120, "display.max_columns", 20):
+        if args.command == "demo":
+            table = run_demo(args.out, steps=args.steps, progress=not args.no_progress)
+            print("Bayesian linear regression on diabetes: SVI guides vs the exact posterior")
+            print(table.to_string(float_format=lambda v: f"{v:.4g}"))
+            print(f"outputs in {args.out}")
+            return 0
+        out = args.out or f"runs/{args.model}-{args.guide}"
+        fit = JOBS[args.model](
+            args.guide,
+            steps=args.steps,
+            device=args.device,
+            seed=args.seed,
+            out=out,
+            progress=not args.no_progress,
+        )
+        print(fit.summary.to_string(float_format=lambda v: f"{v:.4f}"))
+        print(f"KL(q || exact posterior) = {fit.kl:.4f} nats; outputs in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

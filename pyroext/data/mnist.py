@@ -1,0 +1,135 @@
+"""MNIST and Fashion-MNIST as flattened, optionally binarised images from local IDX files."""
+
+__all__ = ["BINARIZATIONS", "RAW_FILES", "BinarizedImages", "load_mnist"]
+
+import os
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import Tensor
+from torch.utils.data import Dataset
+
+BINARIZATIONS: tuple[str | None, ...] = ("dynamic", "static", None)
+"""Valid values of the ``binarize`` argument."""
+
+RAW_FILES: tuple[str, ...] = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+"""Uncompressed IDX files torchvision needs in ``<root>/<MNIST|FashionMNIST>/raw/``."""
+
+
+class BinarizedImages(Dataset[tuple[Tensor, Tensor]]):
+    """Grey-scale images as flat vectors, binarised on the fly.
+
+    The uint8 images are stored once; each read turns one into ``H * W`` float32 values:
+
+    - ``"dynamic"``: a fresh ``torch.bernoulli(intensity)`` draw at every read, so each epoch
+      sees new binary images. It uses torch's global generator, so ``torch.manual_seed``
+      reproduces it.
+    - ``"static"``: ``intensity > 0.5`` as 0/1 floats, the same at every read.
+    - ``None``: the intensity ``pixel / 255`` in ``[0, 1]``.
+
+    Arguments:
+        images: uint8 images of shape ``(N, H, W)``.
+        labels: Class labels of shape ``(N,)``, stored as int64.
+        binarize: One of :data:`BINARIZATIONS`.
+
+    Raises:
+        ValueError: If ``binarize`` is unknown, ``images`` is not a 3-D uint8 tensor or the
+            numbers of images and labels differ.
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, binarize: str | None = "dynamic") -> None:
+        _check_binarize(binarize)
+        if images.dtype != torch.uint8 or images.dim() != 3:
+            raise ValueError(
+                f"images must be a uint8 tensor of shape (N, H, W), got {images.dtype} "
+                f"of shape {tuple(images.shape)}"
+            )
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.labels = labels.to(torch.int64)
+        self.binarize = binarize
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        """Returns the flattened, binarised image ``index`` and its 0-d int64 label."""
+        return self._transform(self.images[index]), self.labels[index]
+
+    def tensors(self) -> tuple[Tensor, Tensor]:
+        """Returns the whole dataset at once, for full-batch use.
+
+        Returns:
+            All images, shape ``(N, H * W)``, binarised by the same rule as items (a single
+            draw for ``"dynamic"``), and the int64 labels, shape ``(N,)``.
+        """
+        return self._transform(self.images), self.labels
+
+    def _transform(self, images: Tensor) -> Tensor:
+        intensity = images.flatten(-2).to(torch.float32) / 255
+        if self.binarize == "dynamic":
+            return torch.bernoulli(intensity)
+        if self.binarize == "static":
+            return (intensity > 0.5).to(torch.float32)
+        return intensity
+
+
+def load_mnist(
+    root: str | os.PathLike[str],
+    *,
+    train: bool = True,
+    binarize: str | None = "dynamic",
+    fashion: bool = False,
+    download: bool = False,
+) -> BinarizedImages:
+    """Loads MNIST (or Fashion-MNIST) through torchvision as :class:`BinarizedImages`.
+
+    Arguments:
+        root: Folder holding ``MNIST/raw/`` (or ``FashionMNIST/raw/``) with the four
+            uncompressed IDX files of :data:`RAW_FILES`; ``~`` is expanded.
+        train: The 60000 training images if ``True``, else the 10000 test images.
+        binarize: One of :data:`BINARIZATIONS`, see :class:`BinarizedImages`.
+        fashion: Load Fashion-MNIST instead of MNIST.
+        download: Let torchvision download any missing files into ``root`` first.
+
+    Returns:
+        A dataset of ``(image, label)`` pairs, images flattened to 784 values.
+
+    Raises:
+        ValueError: If ``binarize`` is unknown.
+        FileNotFoundError: If ``download`` is ``False`` and a raw file is missing.
+    """
+    _check_binarize(binarize)
+    root = os.path.expanduser(os.fspath(root))
+    cls = torchvision.datasets.FashionMNIST if fashion else torchvision.datasets.MNIST
+    if not download:
+        _check_raw_files(Path(root) / cls.__name__ / "raw", cls.__name__)
+    dataset = cls(root, train=train, download=download)
+    return BinarizedImages(dataset.data, dataset.targets, binarize)
+
+
+def _check_binarize(binarize: str | None) -> None:
+    if binarize not in BINARIZATIONS:
+        raise ValueError(
+            f"binarize={binarize!r} is unknown; valid values: "
+            + ", ".join(repr(value) for value in BINARIZATIONS)
+        )
+
+
+def _check_raw_files(folder: Path, name: str) -> None:
+    # torchvision requires all four files whichever split is read, and reports only
+    # "Dataset not found" without saying where it looked.
+    missing = [file for file in RAW_FILES if not (folder / file).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{name} not found: torchvision expects the uncompressed files "
+            f"{', '.join(RAW_FILES)} in {folder}{os.sep} (missing: {', '.join(missing)}). "
+            f"Pass download=True to fetch them, or copy them (gunzipped) into that folder."
+        )

@@ -1,0 +1,17 @@
+"""Training with Pyro's SVI engine: the runner, checkpoints and guide serialisation."""
+
+__all__ = [
+    "Convergence",
+    "NonFiniteLossError",
+    "SVIResult",
+    "TensorSVI",
+    "load_guide",
+    "run_svi",
+    "save_guide",
+    "warm_up",
+]
+
+from pyroext.infer.convergence import Convergence
+from pyroext.infer.runner import NonFiniteLossError, SVIResult, run_svi
+from pyroext.infer.serialization import load_guide, save_guide, warm_up
+from pyroext.infer.step import TensorSVI

@@ -1,0 +1,262 @@
+"""The SVI runner every pyroext model and the CLI train with."""
+
+__all__ = ["NonFiniteLossError", "SVIResult", "run_svi"]
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+import pyro
+import torch
+from pyro.infer import Trace_ELBO
+from pyro.infer.elbo import ELBO
+from pyro.optim import PyroOptim
+from tqdm.auto import tqdm
+
+from pyroext.infer.batches import BatchStream
+from pyroext.infer.checkpoint import load_checkpoint, save_checkpoint
+from pyroext.infer.convergence import Convergence, smoothed_loss
+from pyroext.infer.device import resolve_device, to_device
+from pyroext.infer.resume import restore_training, training_state
+from pyroext.infer.step import TensorSVI
+
+
+class SVIResult(NamedTuple):
+    """What :func:`run_svi` returns.
+
+    Fields:
+        losses: Loss (negative ELBO estimate) of every step, including steps run before a
+            resume, as float64 on the host.
+        num_steps: Optimiser steps taken in total.
+        wall_time: Seconds this call spent training.
+        stop_reason: ``"max_steps"`` or ``"converged"``.
+        relative_change: Last relative change of the windowed loss (``None`` without a
+            convergence rule or with too few steps).
+    """
+
+    losses: np.ndarray
+    num_steps: int
+    wall_time: float
+    stop_reason: str
+    relative_change: float | None
+
+    def loss_series(self) -> pd.Series:
+        """The loss history as a pandas Series indexed by step (1-based)."""
+        index = pd.RangeIndex(1, len(self.losses) + 1, name="step")
+        return pd.Series(self.losses, index=index, name="loss")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when the loss becomes NaN or infinite; the last checkpoint is left as it was."""
+
+    def __init__(self, step: int, value: float, losses: np.ndarray, checkpoint: Any) -> None:
+        finite = np.flatnonzero(np.isfinite(losses[: step - 1]))
+        last = (
+            f"last finite loss {losses[finite[-1]]:.6g} at step {finite[-1] + 1}"
+            if len(finite)
+            else "no finite loss before it"
+        )
+        where = f"; checkpoint {str(checkpoint)!r} is intact" if checkpoint else ""
+        super().__init__(f"loss is {value} at step {step} ({last}){where}")
+        self.step = step
+
+
+def run_svi(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    *args: Any,
+    num_steps: int,
+    loss: ELBO | None = None,
+    optim: PyroOptim | None = None,
+    data: Iterable[Any] | None = None,
+    batch_args: Callable[[Any], tuple[Any, ...]] | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    device: str | torch.device | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+    display_every: int = 100,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 500,
+    resume: bool = False,
+    convergence: Convergence | None = None,
+) -> SVIResult:
+    """Trains a guide with :class:`pyro.infer.SVI` on full-batch data or a stream of batches.
+
+    Losses stay on the device and are synced to the host once per ``display_every`` steps (and
+    before a checkpoint), where the NaN/inf guard, progress bar and convergence rule look at
+    them. A non-finite loss stops training with :class:`NonFiniteLossError`; checkpoints are
+    written only after that check, so the last one on disk always holds finite parameters.
+
+    Arguments:
+        model: A Pyro model.
+        guide: A Pyro or pyroext guide.
+        args: Model arguments for every step; with ``data``, they follow each batch's arguments.
+        num_steps: Total optimiser steps, counting those before a resume (>= 1).
+        loss: Any Pyro ELBO; ``Trace_ELBO()`` by default.
+        optim: A Pyro optimiser; ``pyro.optim.Adam({"lr": 0.01})`` by default.
+        data: Optional re-iterable of batches (e.g. a DataLoader), cycled over epochs.
+        batch_args: Turns a batch into leading model arguments; by default a tuple or list is
+            unpacked and anything else is passed as one argument.
+        model_kwargs: Keyword arguments for model and guide.
+        device: ``"cpu"``, ``"cuda"``, a ``torch.device``, or ``None`` to follow the inputs.
+        seed: Seeds Pyro's generators before training (ignored when resuming).
+        progress: Show a tqdm bar with step, smoothed ELBO and steps/s.
+        display_every: Steps between host syncs (>= 1).
+        checkpoint: File to save training state to every ``checkpoint_every`` steps and at
+            the end.
+        checkpoint_every: Steps between checkpoints (>= 1).
+        resume: Continue from ``checkpoint``; the run then matches an uninterrupted one.
+        convergence: Optional early-stopping rule on the smoothed loss.
+
+    Returns:
+        An :class:`SVIResult`.
+
+    Raises:
+        ValueError: For invalid options, before any training step.
+        NonFiniteLossError: When a loss is NaN or infinite.
+    """
+    _validate(num_steps, display_every, checkpoint, checkpoint_every, resume, convergence)
+    device = resolve_device(device, args, model_kwargs)
+    args, model_kwargs = to_device(args, device), to_device(model_kwargs or {}, device)
+    for module in (model, guide):
+        if isinstance(module, torch.nn.Module):
+            module.to(device)
+    loop = _Loop(
+        svi=TensorSVI(model, guide, optim or pyro.optim.Adam({"lr": 0.01}), loss or Trace_ELBO()),
+        stream=BatchStream(data) if data is not None else None,
+        make_args=_argument_builder(args, batch_args, device),
+        model_kwargs=model_kwargs,
+        checkpoint=checkpoint,
+    )
+    if resume:
+        loop.resume(device)
+    elif seed is not None:
+        pyro.set_rng_seed(seed)
+    return loop.run(num_steps, display_every, checkpoint_every, convergence, progress)
+
+
+def _validate(
+    num_steps: int,
+    display_every: int,
+    checkpoint: Any,
+    checkpoint_every: int,
+    resume: bool,
+    convergence: Convergence | None,
+) -> None:
+    for name, value in [
+        ("num_steps", num_steps),
+        ("display_every", display_every),
+        ("checkpoint_every", checkpoint_every),
+    ]:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} must be an integer >= 1")
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs checkpoint=<path of the checkpoint to resume>")
+    if convergence is not None:
+        convergence.validate()
+
+
+def _argument_builder(
+    args: tuple[Any, ...], batch_args: Callable[[Any], tuple[Any, ...]] | None, device: Any
+) -> Callable[[Any], tuple[Any, ...]]:
+    def unpack(batch: Any) -> tuple[Any, ...]:
+        return tuple(batch) if isinstance(batch, tuple | list) else (batch,)
+
+    def build(batch: Any) -> tuple[Any, ...]:
+        if batch is None:
+            return args
+        return (*to_device((batch_args or unpack)(batch), device), *args)
+
+    return build
+
+
+class _Loop:
+    """Mutable training state of one :func:`run_svi` call."""
+
+    def __init__(
+        self,
+        svi: TensorSVI,
+        stream: BatchStream | None,
+        make_args: Callable[[Any], tuple[Any, ...]],
+        model_kwargs: dict[str, Any],
+        checkpoint: str | os.PathLike | None,
+    ) -> None:
+        self.svi, self.stream, self.make_args = svi, stream, make_args
+        self.model_kwargs, self.checkpoint = model_kwargs, checkpoint
+        self.losses = np.empty(0)
+        self.pending: list[torch.Tensor] = []
+        self.step = 0
+
+    def next_args(self) -> tuple[Any, ...]:
+        return self.make_args(self.stream.next() if self.stream else None)
+
+    def resume(self, device: torch.device) -> None:
+        state = load_checkpoint(self.checkpoint)
+        first_args = self._first_args()
+        restore_training(self.svi, self.stream, state, first_args, self.model_kwargs, device)
+        self.losses, self.step = np.asarray(state["losses"], dtype=float), state["step"]
+
+    def _first_args(self) -> tuple[Any, ...]:
+        if self.stream is None:
+            return self.make_args(None)
+        return self.make_args(next(iter(self.stream.loader)))
+
+    def run(
+        self,
+        num_steps: int,
+        display_every: int,
+        checkpoint_every: int,
+        convergence: Convergence | None,
+        progress: bool,
+    ) -> SVIResult:
+        start, reason = time.perf_counter(), "max_steps"
+        bar = tqdm(total=num_steps, initial=self.step, disable=not progress, unit="step")
+        with bar:
+            while self.step < num_steps:
+                self._guarded_step()
+                at_checkpoint = self.checkpoint is not None and (
+                    self.step % checkpoint_every == 0 or self.step == num_steps
+                )
+                if self.step % display_every and not at_checkpoint and self.step < num_steps:
+                    continue
+                self._sync(bar)
+                if at_checkpoint:
+                    save_checkpoint(self.checkpoint, training_state(self))
+                if convergence is not None and convergence.reached(self.losses):
+                    reason = "converged"
+                    break
+        change = convergence.relative_change(self.losses) if convergence else None
+        return SVIResult(self.losses, self.step, time.perf_counter() - start, reason, change)
+
+    def _guarded_step(self) -> None:
+        try:
+            args = self.next_args()
+            self.pending.append(self.svi.step_tensor(*args, **self.model_kwargs))
+        except Exception as error:
+            self._sync(None)  # a NaN that preceded the crash is the better explanation
+            error.add_note(f"pyroext.run_svi: step {self.step + 1} failed; {self._saved()}")
+            raise
+        self.step += 1
+
+    def _sync(self, bar: Any) -> None:
+        if not self.pending:
+            return
+        values = torch.stack([v.reshape(()) for v in self.pending]).to("cpu", torch.float64)
+        first_step = len(self.losses) + 1
+        self.losses = np.concatenate([self.losses, values.numpy()])
+        self.pending.clear()
+        bad = np.flatnonzero(~np.isfinite(values.numpy()))
+        if len(bad):
+            step = first_step + int(bad[0])
+            raise NonFiniteLossError(step, self.losses[step - 1], self.losses, self.checkpoint)
+        if bar is not None:
+            bar.update(self.step - bar.n)
+            bar.set_postfix(elbo=f"{-smoothed_loss(self.losses):.6g}", refresh=False)
+
+    def _saved(self) -> str:
+        if self.checkpoint is None or not os.path.exists(self.checkpoint):
+            return "no checkpoint was written"
+        return f"checkpoint {str(self.checkpoint)!r} is intact"

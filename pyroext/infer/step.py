@@ -1,0 +1,72 @@
+"""``pyro.infer.SVI`` whose step returns the loss as a device tensor instead of a float."""
+
+__all__ = ["TensorSVI"]
+
+from typing import Any
+
+import pyro.infer.util
+import torch
+from pyro import poutine
+from pyro.infer import SVI
+from pyro.infer.elbo import ELBO
+from pyro.optim import PyroOptim
+
+
+class TensorSVI(SVI):
+    """Pyro's SVI, with :meth:`step_tensor` returning the loss without a device-to-host sync.
+
+    ``SVI.step`` ends with ``torch_item(loss)``, which blocks on a GPU every step. When the ELBO's
+    ``differentiable_loss`` is its own gradient path (Trace_ELBO, TraceEnum_ELBO,
+    TraceMeanField_ELBO, their Jit variants, TraceTMC_ELBO ...), the loss is built and
+    differentiated as a tensor and stays on the device; other objectives (RenyiELBO,
+    TraceGraph_ELBO, a user ELBO that overrides ``loss_and_grads``) keep Pyro's own
+    ``loss_and_grads``. Pyro's ELBOs may still sync internally (Trace_ELBO reads each site's
+    ``log_prob_sum`` with ``torch_item``).
+
+    Arguments:
+        model: A Pyro model.
+        guide: A Pyro guide.
+        optim: A Pyro optimiser.
+        loss: A Pyro ELBO instance.
+    """
+
+    def __init__(self, model: Any, guide: Any, optim: PyroOptim, loss: ELBO) -> None:
+        super().__init__(model, guide, optim, loss)
+        if _differentiates_its_own_loss(loss):
+            self.loss_and_grads = lambda model, guide, *args, **kwargs: _backward(
+                loss, model, guide, *args, **kwargs
+            )
+
+    def step_tensor(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Takes one gradient step, as ``SVI.step`` does, and returns the detached loss tensor.
+
+        Raises:
+            TypeError: For objectives whose loss is a tuple (ReweightedWakeSleep).
+        """
+        with poutine.trace(param_only=True) as param_capture:
+            loss = self.loss_and_grads(self.model, self.guide, *args, **kwargs)
+        params = {site["value"].unconstrained() for site in param_capture.trace.nodes.values()}
+        self.optim(params)
+        pyro.infer.util.zero_grads(params)
+        if isinstance(loss, tuple):
+            raise TypeError("run_svi needs a scalar loss; use pyro.infer.SVI for tuple losses")
+        return loss.detach() if isinstance(loss, torch.Tensor) else torch.tensor(float(loss))
+
+
+def _defining_class(cls: type, attribute: str) -> type | None:
+    return next((c for c in cls.__mro__ if attribute in vars(c)), None)
+
+
+def _differentiates_its_own_loss(loss: ELBO) -> bool:
+    differentiable = _defining_class(type(loss), "differentiable_loss")
+    with_grads = _defining_class(type(loss), "loss_and_grads")
+    if differentiable is None:
+        return False
+    return with_grads is None or issubclass(differentiable, with_grads)
+
+
+def _backward(loss: ELBO, model: Any, guide: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+    value = loss.differentiable_loss(model, guide, *args, **kwargs)
+    if value.requires_grad:
+        value.backward(retain_graph=loss.retain_graph)
+    return value

@@ -1,0 +1,11 @@
+"""Ready-made fitting jobs behind the ``pyroext`` command line: one module per zoo model."""
+
+__all__ = ["JOBS", "run_demo"]
+
+from collections.abc import Callable
+from typing import Any
+
+from pyroext.jobs.demo import run_demo
+from pyroext.jobs.linear_regression import fit_linear_regression
+
+JOBS: dict[str, Callable[..., Any]] = {"linear-regression": fit_linear_regression}

@@ -1,0 +1,64 @@
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from pyroext.cli import main
+
+
+def test_fit_writes_outputs_and_prints_summary(tmp_path, capsys):
+    out = tmp_path / "fit"
+    status = main(
+        [
+            "fit",
+            "linear-regression",
+            "--guide",
+            "mvn",
+            "--steps",
+            "300",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert status == 0
+    losses = pd.read_csv(out / "losses.csv", index_col="step")
+    assert len(losses) == 300 and losses["loss"].notna().all()
+    summary = pd.read_csv(out / "summary.csv", index_col="parameter")
+    assert list(summary.index[:2]) == ["w[age]", "w[sex]"] and summary.index[-1] == "b"
+    assert {"mean", "sd", "5%", "95%", "exact_mean", "exact_sd"} <= set(summary.columns)
+    assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    printed = capsys.readouterr().out
+    assert "w[bmi]" in printed and "KL(q || exact posterior)" in printed
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["fit", "ridge"], "invalid choice: 'ridge' (choose from linear-regression)"),
+        (["fit", "linear-regression", "--guide", "flow"], "invalid choice: 'flow' (choose from"),
+        (["fit", "linear-regression", "--steps", "0"], "0 is not an integer >= 1"),
+    ],
+)
+def test_bad_arguments_list_valid_values(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_demo_prints_kl_table(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--steps", "200", "--no-progress"]) == 0
+    table = pd.read_csv(tmp_path / "linear_regression.csv", index_col="guide")
+    assert list(table.index) == ["normal", "mvn"]
+    assert (table["kl_to_exact"] > 0).all() and (table["final_elbo"] < table["log_evidence"]).all()
+    assert "kl_to_exact" in capsys.readouterr().out
+
+
+def test_console_script_and_module_entry_points():
+    for command in (["pyroext", "--help"], [sys.executable, "-m", "pyroext", "--help"]):
+        if command[0] == "pyroext":
+            command[0] = str(__import__("pathlib").Path(sys.executable).with_name("pyroext"))
+        result = subprocess.run(command, capture_output=True, text=True, check=True)
+        assert "fit" in result.stdout and "demo" in result.stdout

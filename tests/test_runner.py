@@ -1,0 +1,294 @@
+import functools
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import (
+    SVI,
+    JitTrace_ELBO,
+    RenyiELBO,
+    Trace_ELBO,
+    TraceEnum_ELBO,
+    TraceGraph_ELBO,
+    TraceMeanField_ELBO,
+)
+from pyro.infer.autoguide import AutoDelta, AutoMultivariateNormal, AutoNormal
+from torch.utils.data import DataLoader, TensorDataset
+
+from pyroext.infer import Convergence, NonFiniteLossError, run_svi
+from pyroext.infer.runner import _Loop
+
+
+def regression(x, y=None):
+    w = pyro.sample("w", dist.Normal(0.0, 1.0).expand([x.shape[1]]).to_event(1))
+    b = pyro.sample("b", dist.Normal(0.0, 1.0))
+    with pyro.plate("data", x.shape[0]):
+        # broadcasts over leading particle dims of w and b (vectorize_particles=True)
+        mean = (x * w.unsqueeze(-2)).sum(-1) + b.unsqueeze(-1)
+        return pyro.sample("obs", dist.Normal(mean, 0.5), obs=y)
+
+
+def minibatch_regression(x, y, size):
+    w = pyro.sample("w", dist.Normal(0.0, 1.0).expand([x.shape[1]]).to_event(1))
+    with pyro.plate("data", size, subsample_size=x.shape[0]):
+        pyro.sample("obs", dist.Normal(x @ w, 0.5), obs=y)
+
+
+@pyro.infer.config_enumerate
+def mixture(data):
+    locs = pyro.sample("locs", dist.Normal(0.0, 5.0).expand([2]).to_event(1))
+    with pyro.plate("data", len(data)):
+        z = pyro.sample("z", dist.Categorical(torch.tensor([0.5, 0.5])))
+        pyro.sample("obs", dist.Normal(locs[z], 1.0), obs=data)
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+@pytest.fixture
+def data():
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(40, 3, generator=generator, dtype=torch.float64)
+    y = x @ torch.tensor([1.0, -1.0, 0.5], dtype=torch.float64) + 0.3
+    return x, y + 0.5 * torch.randn(40, generator=generator, dtype=torch.float64)
+
+
+def pyro_trajectory(model, guide, args, loss, steps, seed=0):
+    pyro.set_rng_seed(seed)
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), loss)
+    return np.array([svi.step(*args) for _ in range(steps)])
+
+
+ELBOS = [
+    Trace_ELBO,
+    TraceMeanField_ELBO,
+    TraceGraph_ELBO,
+    JitTrace_ELBO,
+    functools.partial(RenyiELBO, alpha=0.5, num_particles=3),
+    functools.partial(Trace_ELBO, num_particles=4, vectorize_particles=True, max_plate_nesting=1),
+]
+
+
+@pytest.mark.parametrize("Elbo", ELBOS)
+@pytest.mark.parametrize("Guide", [AutoNormal, AutoMultivariateNormal, AutoDelta])
+def test_same_trajectory_as_pyro_svi(data, Elbo, Guide):
+    expected = pyro_trajectory(regression, Guide(regression), data, Elbo(), 30)
+    expected_params = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
+    pyro.clear_param_store()
+    result = run_svi(
+        regression,
+        Guide(regression),
+        *data,
+        num_steps=30,
+        loss=Elbo(),
+        optim=pyro.optim.Adam({"lr": 0.05}),
+        seed=0,
+        progress=False,
+        display_every=7,
+    )
+    np.testing.assert_allclose(result.losses, expected, rtol=1e-7)
+    for name, value in pyro.get_param_store().items():
+        # same estimator; only the summation order of the gradient differs
+        torch.testing.assert_close(value, expected_params[name], rtol=1e-7, atol=1e-9)
+    assert result.num_steps == 30 and result.stop_reason == "max_steps"
+
+
+def test_enumerated_model_matches_pyro_svi():
+    data = torch.cat([torch.randn(20) - 3, torch.randn(20) + 3]).double()
+    guide = AutoDelta(pyro.poutine.block(mixture, expose=["locs"]))
+    expected = pyro_trajectory(mixture, guide, (data,), TraceEnum_ELBO(max_plate_nesting=1), 20)
+    pyro.clear_param_store()
+    guide = AutoDelta(pyro.poutine.block(mixture, expose=["locs"]))
+    result = run_svi(
+        mixture,
+        guide,
+        data,
+        num_steps=20,
+        loss=TraceEnum_ELBO(max_plate_nesting=1),
+        optim=pyro.optim.Adam({"lr": 0.05}),
+        seed=0,
+        progress=False,
+    )
+    np.testing.assert_allclose(result.losses, expected, rtol=1e-7)
+
+
+def test_host_syncs_once_per_display_interval(data, monkeypatch):
+    calls = []
+    original = _Loop._sync
+    monkeypatch.setattr(
+        _Loop, "_sync", lambda self, bar: calls.append(self.step) or original(self, bar)
+    )
+    run_svi(
+        regression, AutoNormal(regression), *data, num_steps=100, display_every=25, progress=False
+    )
+    assert calls == [25, 50, 75, 100]
+
+
+def resume_run(tmp_path, steps, resume, data=None, args=()):
+    pyro.clear_param_store()
+    result = run_svi(
+        minibatch_regression if data is not None else regression,
+        AutoMultivariateNormal(minibatch_regression if data is not None else regression),
+        *args,
+        num_steps=steps,
+        data=data,
+        seed=0,
+        progress=False,
+        checkpoint=tmp_path / "run.ckpt",
+        checkpoint_every=15,
+        resume=resume,
+        display_every=4,
+    )
+    return result, {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
+
+
+def test_resume_reproduces_uninterrupted_run_bit_for_bit(tmp_path, data):
+    full, full_params = resume_run(tmp_path / "full", 45, False, args=data)
+    resume_run(tmp_path, 30, False, args=data)
+    resumed, resumed_params = resume_run(tmp_path, 45, True, args=data)
+    assert np.array_equal(resumed.losses, full.losses)
+    assert all(torch.equal(resumed_params[k], full_params[k]) for k in full_params)
+
+
+def test_resume_mid_epoch_with_shuffled_loader(tmp_path, data):
+    x, y = data
+    loader = DataLoader(TensorDataset(x, y), batch_size=7, shuffle=True)
+    args = (len(x),)
+    full, full_params = resume_run(tmp_path / "full", 40, False, loader, args)
+    resume_run(tmp_path, 15, False, loader, args)  # 15 batches of 6 per epoch: mid epoch 3
+    resumed, resumed_params = resume_run(tmp_path, 40, True, loader, args)
+    assert np.array_equal(resumed.losses, full.losses)
+    assert all(torch.equal(resumed_params[k], full_params[k]) for k in full_params)
+
+
+def test_loader_sets_epoch_on_sampler(data):
+    epochs = []
+
+    class RecordingSampler(torch.utils.data.SequentialSampler):
+        def set_epoch(self, epoch):
+            epochs.append(epoch)
+
+    dataset = TensorDataset(*data)
+    loader = DataLoader(dataset, batch_size=10, sampler=RecordingSampler(dataset))
+    run_svi(
+        minibatch_regression,
+        AutoNormal(minibatch_regression),
+        40,
+        data=loader,
+        num_steps=12,
+        progress=False,
+    )
+    assert epochs == [0, 1, 2]
+
+
+def nan_after(calls_before_nan):
+    calls = {"n": 0}
+
+    def model(x, y=None):
+        calls["n"] += 1
+        w = pyro.sample("w", dist.Normal(0.0, 1.0).expand([x.shape[1]]).to_event(1))
+        scale = x.new_tensor(float("nan") if calls["n"] > calls_before_nan else 0.5)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("obs", dist.Normal(x @ w, scale, validate_args=False), obs=y)
+
+    return model
+
+
+def test_nan_stops_with_step_and_keeps_checkpoint(tmp_path, data):
+    model = nan_after(23)  # the first call builds the guide's prototype: step k is call k + 1
+    with pytest.warns(UserWarning, match="NaN"), pytest.raises(NonFiniteLossError) as error:
+        run_svi(
+            model,
+            AutoNormal(model),
+            *data,
+            num_steps=100,
+            checkpoint=tmp_path / "c.pt",
+            checkpoint_every=10,
+            display_every=50,
+            progress=False,
+        )
+    assert error.value.step == 23
+    assert "at step 23" in str(error.value) and "at step 22" in str(error.value)
+    saved = torch.load(tmp_path / "c.pt", weights_only=False)
+    assert saved["step"] == 20 and np.isfinite(saved["losses"]).all()
+
+
+def test_crash_mid_training_names_step_and_keeps_checkpoint(tmp_path, data):
+    calls = {"n": 0}
+
+    def model(x, y=None):
+        calls["n"] += 1
+        if calls["n"] == 13:
+            raise RuntimeError("disk on fire")
+        return regression(x, y)
+
+    with pytest.raises(RuntimeError, match="disk on fire") as error:
+        run_svi(
+            model,
+            AutoNormal(model),
+            *data,
+            num_steps=50,
+            checkpoint=tmp_path / "c.pt",
+            checkpoint_every=5,
+            progress=False,
+        )
+    assert "step 12 failed" in "".join(error.value.__notes__)
+    assert torch.load(tmp_path / "c.pt", weights_only=False)["step"] == 10
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_convergence_stop(data):
+    result = run_svi(
+        regression,
+        AutoNormal(regression),
+        *data,
+        num_steps=20000,
+        convergence=Convergence(rtol=1e-3, window=100),
+        progress=False,
+    )
+    assert result.stop_reason == "converged" and result.num_steps < 20000
+    assert result.relative_change < 1e-3 and result.num_steps % 100 == 0
+    assert len(result.loss_series()) == result.num_steps
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"num_steps": 0}, "num_steps=0 must be an integer >= 1"),
+        ({"num_steps": 2.5}, "num_steps=2.5"),
+        ({"display_every": 0}, "display_every=0"),
+        ({"checkpoint_every": -1}, "checkpoint_every=-1"),
+        ({"resume": True}, "resume=True needs checkpoint"),
+        ({"device": "gpu0"}, "device='gpu0' is not a torch device"),
+        ({"convergence": Convergence(rtol=2.0)}, r"rtol=2.0 must be in \(0, 1\)"),
+        ({"convergence": Convergence(window=1)}, "window=1 must be an integer >= 2"),
+    ],
+)
+def test_bad_options_fail_before_training(data, options, message):
+    calls = []
+    options = {"num_steps": 10, **options}
+    with pytest.raises(ValueError, match=message):
+        run_svi(lambda *a: calls.append(a), AutoNormal(regression), *data, **options)
+    assert not calls
+
+
+def test_cuda_request_matches_availability(data):
+    if torch.cuda.is_available():
+        result = run_svi(regression, AutoNormal(regression), *data, num_steps=3, device="cuda")
+        assert result.num_steps == 3
+    else:
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            run_svi(regression, AutoNormal(regression), *data, num_steps=3, device="cuda")
+
+
+def test_progress_bar_shows_elbo(data, capsys):
+    run_svi(regression, AutoNormal(regression), *data, num_steps=50, display_every=25)
+    err = capsys.readouterr().err
+    assert "50/50" in err and "elbo=" in err and "step/s" in err
