@@ -18,14 +18,14 @@ def _parser() -> argparse.ArgumentParser:
     fit = commands.add_parser("fit", help="fit a zoo model with SVI and write its outputs")
     fit.add_argument("model", choices=sorted(JOBS), help="zoo model")
     fit.add_argument("--guide", default="mvn", choices=sorted(GUIDES), help="variational guide")
-    fit.add_argument("--steps", type=_positive_int, default=3000, help="SVI steps (>= 1)")
+    fit.add_argument("--steps", type=_positive_int, default=6000, help="SVI steps (>= 1)")
     fit.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     fit.add_argument("--seed", type=int, default=0, help="random seed")
     fit.add_argument("--out", default=None, help="output folder (default runs/<model>-<guide>)")
     fit.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     demo = commands.add_parser("demo", help="run the quick demo on embedded data")
     demo.add_argument("--out", default="runs/demo", help="output folder")
-    demo.add_argument("--steps", type=_positive_int, default=3000, help="SVI steps per fit")
+    demo.add_argument("--steps", type=_positive_int, default=6000, help="SVI steps per fit")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 

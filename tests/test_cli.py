@@ -36,7 +36,7 @@ def test_fit_writes_outputs_and_prints_summary(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["fit", "ridge"], "invalid choice: 'ridge' (choose from linear-regression)"),
+        (["fit", "ridge"], "invalid choice: 'ridge' (choose from 'linear-regression')"),
         (["fit", "linear-regression", "--guide", "flow"], "invalid choice: 'flow' (choose from"),
         (["fit", "linear-regression", "--steps", "0"], "0 is not an integer >= 1"),
     ],

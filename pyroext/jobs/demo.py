@@ -13,7 +13,7 @@ DEMO_GUIDES = ("normal", "mvn")
 
 
 def run_demo(
-    out: str | Path = "runs/demo", steps: int = 3000, progress: bool = True
+    out: str | Path = "runs/demo", steps: int = 6000, progress: bool = True
 ) -> pd.DataFrame:
     """Fits Bayesian linear regression on the diabetes data with two guides.
 
