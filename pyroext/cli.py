@@ -11,6 +11,14 @@ import pandas as pd
 from pyroext.guides import GUIDES
 from pyroext.jobs import JOBS, run_demo
 
+DEMO_FORMATS = {
+    "seconds": "{:.1f}".format,
+    "final_elbo": "{:.3f}".format,
+    "log_evidence": "{:.3f}".format,
+    "kl_to_exact": "{:.4f}".format,
+    "kl_mean_field_optimum": "{:.4f}".format,
+}
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyroext", description=__doc__)
@@ -51,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             table = run_demo(args.out, steps=args.steps, progress=not args.no_progress)
             print("Bayesian linear regression on diabetes: SVI guides vs the exact posterior")
-            print(table.to_string(float_format=lambda v: f"{v:.4g}"))
+            print(table.to_string(formatters=DEMO_FORMATS))
             print(f"outputs in {args.out}")
             return 0
         out = args.out or f"runs/{args.model}-{args.guide}"

@@ -41,7 +41,11 @@ def posterior_summary(samples: torch.Tensor, names: list[str], prob: float = 0.9
 
 
 def write_fit_outputs(
-    out: str | Path, result: SVIResult, summary: pd.DataFrame, title: str
+    out: str | Path,
+    result: SVIResult,
+    summary: pd.DataFrame,
+    title: str,
+    reference_loss: float | None = None,
 ) -> Path:
     """Writes ``losses.csv``, ``summary.csv`` and ``loss.png`` into ``out``.
 
@@ -50,23 +54,37 @@ def write_fit_outputs(
         result: The training result.
         summary: The posterior summary table.
         title: Title of the loss plot.
+        reference_loss: An exact lower bound of the loss (``-log p(data)``) to draw, if known.
 
     Returns:
         The output folder.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    result.loss_series().to_csv(out / "losses.csv")
-    summary.to_csv(out / "summary.csv")
-    figure, axis = plt.subplots(figsize=(6, 3.5))
     series = result.loss_series()
-    axis.plot(series.index, series.values, lw=0.6, alpha=0.4, label="loss")
+    series.to_csv(out / "losses.csv")
+    summary.to_csv(out / "summary.csv")
+    _plot_losses(series, title, reference_loss).savefig(out / "loss.png", dpi=120)
+    plt.close("all")
+    return out
+
+
+def _plot_losses(series: pd.Series, title: str, reference_loss: float | None) -> plt.Figure:
+    figure, axis = plt.subplots(figsize=(6, 3.5))
     window = max(1, len(series) // 50)
-    axis.plot(series.rolling(window).mean(), lw=1.5, label=f"{window}-step mean")
+    smooth = series.rolling(window).mean()
+    axis.plot(series.index, series.values, lw=0.5, alpha=0.35, label="loss")
+    axis.plot(smooth.index, smooth.values, lw=1.5, label=f"{window}-step mean")
+    if reference_loss is not None:
+        axis.axhline(reference_loss, color="k", ls="--", lw=1, label="-log evidence (exact)")
+    # the first steps are orders of magnitude above the rest: zoom on the settled part
+    settled = series.iloc[len(series) // 10 :]
+    if len(settled) > 1:
+        low, high = settled.quantile([0.01, 0.99])
+        low = min(low, reference_loss) if reference_loss is not None else low
+        pad = 0.1 * (high - low) + 1e-9
+        axis.set_ylim(low - pad, high + pad)
     axis.set(xlabel="step", ylabel="loss (negative ELBO)", title=title)
-    axis.set_yscale("symlog")
     axis.legend()
     figure.tight_layout()
-    figure.savefig(out / "loss.png", dpi=120)
-    plt.close(figure)
-    return out
+    return figure

@@ -2,6 +2,7 @@
 
 __all__ = ["TensorSVI"]
 
+import functools
 from typing import Any
 
 import pyro.infer.util
@@ -10,15 +11,17 @@ from pyro import poutine
 from pyro.infer import SVI
 from pyro.infer.elbo import ELBO
 from pyro.optim import PyroOptim
+from torch import Tensor
 
 
 class TensorSVI(SVI):
     """Pyro's SVI, with :meth:`step_tensor` returning the loss without a device-to-host sync.
 
-    ``SVI.step`` ends with ``torch_item(loss)``, which blocks on a GPU every step. When the ELBO's
-    ``differentiable_loss`` is its own gradient path (Trace_ELBO, TraceEnum_ELBO,
-    TraceMeanField_ELBO, their Jit variants, TraceTMC_ELBO ...), the loss is built and
-    differentiated as a tensor and stays on the device; other objectives (RenyiELBO,
+    ``SVI.step`` ends with ``torch_item(loss)``, which blocks on a GPU every step. When the
+    ELBO's ``differentiable_loss`` (or, for JitTrace_ELBO, its compiled
+    ``loss_and_surrogate_loss``) is its own gradient path, as for Trace_ELBO, TraceEnum_ELBO,
+    TraceMeanField_ELBO, their Jit variants and TraceTMC_ELBO, the loss is built and
+    differentiated as a tensor and stays on the device. Other objectives (RenyiELBO,
     TraceGraph_ELBO, a user ELBO that overrides ``loss_and_grads``) keep Pyro's own
     ``loss_and_grads``. Pyro's ELBOs may still sync internally (Trace_ELBO reads each site's
     ``log_prob_sum`` with ``torch_item``).
@@ -32,10 +35,10 @@ class TensorSVI(SVI):
 
     def __init__(self, model: Any, guide: Any, optim: PyroOptim, loss: ELBO) -> None:
         super().__init__(model, guide, optim, loss)
-        if _differentiates_its_own_loss(loss):
-            self.loss_and_grads = lambda model, guide, *args, **kwargs: _backward(
-                loss, model, guide, *args, **kwargs
-            )
+        for attribute, backward in SYNC_FREE_PATHS:
+            if _is_gradient_path(loss, attribute):
+                self.loss_and_grads = functools.partial(backward, loss)
+                break
 
     def step_tensor(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Takes one gradient step, as ``SVI.step`` does, and returns the detached loss tensor.
@@ -57,16 +60,34 @@ def _defining_class(cls: type, attribute: str) -> type | None:
     return next((c for c in cls.__mro__ if attribute in vars(c)), None)
 
 
-def _differentiates_its_own_loss(loss: ELBO) -> bool:
-    differentiable = _defining_class(type(loss), "differentiable_loss")
-    with_grads = _defining_class(type(loss), "loss_and_grads")
-    if differentiable is None:
+def _is_gradient_path(loss: ELBO, attribute: str) -> bool:
+    """Whether ``attribute`` computes what ``loss_and_grads`` differentiates: it must be defined
+    at least as specifically, so that an ELBO overriding only ``loss_and_grads`` keeps it."""
+    path = _defining_class(type(loss), attribute)
+    if path is None:
         return False
-    return with_grads is None or issubclass(differentiable, with_grads)
+    with_grads = _defining_class(type(loss), "loss_and_grads")
+    return with_grads is None or issubclass(path, with_grads)
 
 
-def _backward(loss: ELBO, model: Any, guide: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+def _backward_surrogate(loss: ELBO, model: Any, guide: Any, *args: Any, **kwargs: Any) -> Tensor:
+    # JitTrace_ELBO: its differentiable_loss adds a NaN hook and extra autograd nodes
+    value, surrogate = loss.loss_and_surrogate_loss(model, guide, *args, **kwargs)
+    if surrogate.requires_grad:
+        surrogate.backward(retain_graph=loss.retain_graph)
+    return value
+
+
+def _backward_differentiable(
+    loss: ELBO, model: Any, guide: Any, *args: Any, **kwargs: Any
+) -> Tensor:
     value = loss.differentiable_loss(model, guide, *args, **kwargs)
     if value.requires_grad:
         value.backward(retain_graph=loss.retain_graph)
     return value
+
+
+SYNC_FREE_PATHS = (
+    ("loss_and_surrogate_loss", _backward_surrogate),
+    ("differentiable_loss", _backward_differentiable),
+)

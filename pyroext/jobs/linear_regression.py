@@ -130,13 +130,14 @@ def fit_linear_regression(
         seed=seed,
         progress=progress,
     )
-    exact = lr.conjugate_posterior(
-        x.cpu(), y.cpu(), noise_scale=noise_scale, prior_precision=prior_precision
-    )
+    options = {"noise_scale": noise_scale, "prior_precision": prior_precision}
+    exact = lr.conjugate_posterior(x.cpu(), y.cpu(), **options)
+    log_evidence = lr.log_evidence_known_noise(x.cpu(), y.cpu(), **options)
     optimum = lr.mean_field_optimum(exact)
     summary = _summary(model, approx, x, dataset.feature_names, exact)
     if out is not None:
-        write_fit_outputs(out, result, summary, f"linear regression ({data}), guide {guide}")
+        title = f"linear regression ({data}), guide {guide}"
+        write_fit_outputs(out, result, summary, title, reference_loss=-log_evidence)
     return LinearRegressionFit(
         guide,
         approx,
@@ -144,9 +145,7 @@ def fit_linear_regression(
         summary,
         _kl_to_exact(approx, exact),
         lr.kl_gaussian(optimum.mean, optimum.cov, exact.mean, exact.cov),
-        lr.log_evidence_known_noise(
-            x.cpu(), y.cpu(), noise_scale=noise_scale, prior_precision=prior_precision
-        ),
+        log_evidence,
     )
 
 

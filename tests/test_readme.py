@@ -1,0 +1,18 @@
+"""The README's Python quick start runs as written."""
+
+import re
+from pathlib import Path
+
+README = Path(__file__).parents[1] / "README.md"
+
+
+def test_quick_start_runs(tmp_path, monkeypatch, capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    assert blocks, "README has no python block"
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)  # noqa: S102 (runs our own README)
+    assert namespace["result"].stop_reason in {"converged", "max_steps"}
+    assert (tmp_path / "runs" / "blr.ckpt").is_file()
+    assert namespace["exact"].mean.shape == (11,)
+    assert "step" in capsys.readouterr().out
