@@ -54,7 +54,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The process exit status.
     """
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except ValueError as error:  # invalid options found before training: no traceback
+        parser.exit(2, f"pyroext: error: {error}\n")
+
+
+def _run(args: argparse.Namespace) -> int:
     with pd.option_context("display.width", 120, "display.max_columns", 20):
         if args.command == "demo":
             table = run_demo(args.out, steps=args.steps, progress=not args.no_progress)

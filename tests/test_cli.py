@@ -62,3 +62,12 @@ def test_console_script_and_module_entry_points():
             command[0] = str(__import__("pathlib").Path(sys.executable).with_name("pyroext"))
         result = subprocess.run(command, capture_output=True, text=True, check=True)
         assert "fit" in result.stdout and "demo" in result.stdout
+
+
+def test_invalid_device_is_reported_without_traceback(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "linear-regression", "--device", "tpu9", "--steps", "5"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        "pyroext: error: device='tpu9' is not a torch device ('cpu', 'cuda', 'cuda:1', ...)\n"
+    )

@@ -16,6 +16,7 @@ from pyro.infer.autoguide import AutoGuide
 from pyroext.data import TabularData, load_diabetes
 from pyroext.guides import gaussian_moments, make_guide
 from pyroext.infer import SVIResult, run_svi
+from pyroext.infer.device import resolve_device
 from pyroext.models import linear_regression as lr
 from pyroext.report import posterior_summary, write_fit_outputs
 
@@ -110,7 +111,8 @@ def fit_linear_regression(
     if data not in DATASETS:
         raise ValueError(f"data={data!r} is unknown; valid datasets: {', '.join(DATASETS)}")
     dataset = DATASETS[data](dtype=torch.float64)
-    x, y = dataset.x, dataset.y
+    target = resolve_device(device)
+    x, y = dataset.x.to(target), dataset.y.to(target)
     model = functools.partial(
         lr.model_known_noise, noise_scale=noise_scale, prior_precision=prior_precision
     )
@@ -126,7 +128,7 @@ def fit_linear_regression(
         loss=Trace_ELBO(
             num_particles=num_particles, vectorize_particles=True, max_plate_nesting=1
         ),
-        device=device,
+        device=target,
         seed=seed,
         progress=progress,
     )
