@@ -1,4 +1,4 @@
-"""The ``pyroext`` command line: ``pyroext fit MODEL ...`` and ``pyroext demo``."""
+"""The ``pyroext`` command line: ``fit MODEL ...``, ``diagnose RUN_DIR`` and ``demo``."""
 
 __all__ = ["main"]
 
@@ -6,8 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+import matplotlib
 import pandas as pd
 
+from pyroext.diagnose import diagnose_run
 from pyroext.guides import GUIDES
 from pyroext.jobs import JOBS, run_demo
 
@@ -31,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--seed", type=int, default=0, help="random seed")
     fit.add_argument("--out", default=None, help="output folder (default runs/<model>-<guide>)")
     fit.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    diagnose = commands.add_parser("diagnose", help="summary, k-hat, LOO and plots of a fit")
+    diagnose.add_argument("run_dir", help="folder written by `pyroext fit --out`")
+    diagnose.add_argument(
+        "--out", default=None, help="output folder (default RUN_DIR/diagnostics)"
+    )
     demo = commands.add_parser("demo", help="run the quick demo on embedded data")
     demo.add_argument("--out", default="runs/demo", help="output folder")
     demo.add_argument("--steps", type=_positive_int, default=6000, help="SVI steps per fit")
@@ -56,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
+    matplotlib.use("Agg")  # the command line only writes files; never open a window
     try:
         return _run(args)
     except ValueError as error:  # invalid options found before training: no traceback
@@ -70,6 +78,8 @@ def _run(args: argparse.Namespace) -> int:
             print(table.to_string(formatters=DEMO_FORMATS))
             print(f"outputs in {args.out}")
             return 0
+        if args.command == "diagnose":
+            return _diagnose(args.run_dir, args.out)
         out = args.out or f"runs/{args.model}-{args.guide}"
         fit = JOBS[args.model](
             args.guide,
@@ -81,6 +91,17 @@ def _run(args: argparse.Namespace) -> int:
         )
         print(fit.summary.to_string(float_format=lambda v: f"{v:.4f}"))
         print(f"KL(q || exact posterior) = {fit.kl:.4f} nats; outputs in {out}")
+    return 0
+
+
+def _diagnose(run_dir: str, out: str | None) -> int:
+    report = diagnose_run(run_dir, out)
+    print(report.summary.to_string())
+    if report.khat is not None:
+        print(f"Pareto k-hat of p/q: {report.khat.khat:.3f} ({report.khat.interpretation})")
+    if report.loo is not None:
+        print(f"elpd_loo {report.loo.elpd:.2f} (SE {report.loo.se:.2f}), p_loo {report.loo.p:.2f}")
+    print("wrote", ", ".join(path.name for path in report.files))
     return 0
 
 

@@ -4,10 +4,6 @@ __all__ = ["posterior_summary", "write_fit_outputs"]
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # the CLI runs headless (CI, servers); never open a window
-
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch

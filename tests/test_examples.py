@@ -9,10 +9,16 @@ import pytest
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
 
-@pytest.mark.parametrize("example", ["linear_regression.py --steps 100"])
-def test_example_runs(example):
-    script, *args = example.split()
+@pytest.mark.parametrize(
+    "example, expected",
+    [
+        ("linear_regression.py --steps 100", "KL(q || exact)"),
+        ("arviz_export.py --num-samples 50 --num-warmup 50 --steps 200 --out {tmp}", "elpd_loo"),
+    ],
+)
+def test_example_runs(example, expected, tmp_path):
+    script, *args = example.format(tmp=tmp_path).split()
     result = subprocess.run(
         [sys.executable, EXAMPLES / script, *args], capture_output=True, text=True, check=True
     )
-    assert "KL(q || exact)" in result.stdout
+    assert expected in result.stdout

@@ -13,7 +13,9 @@ import torch
 from pyro.infer import Predictive, Trace_ELBO
 from pyro.infer.autoguide import AutoGuide
 
+from pyroext.arviz import from_pyro_svi
 from pyroext.data import TabularData, load_diabetes
+from pyroext.diagnose import POSTERIOR_FILE, save_datatree
 from pyroext.guides import gaussian_moments, make_guide
 from pyroext.infer import SVIResult, run_svi
 from pyroext.infer.device import resolve_device
@@ -100,7 +102,8 @@ def fit_linear_regression(
         prior_precision: Prior precision of weights and bias.
         device: Torch device.
         seed: Seed of the run.
-        out: If given, folder for ``losses.csv``, ``summary.csv`` and ``loss.png``.
+        out: If given, folder for ``losses.csv``, ``summary.csv``, ``loss.png`` and the
+            ArviZ DataTree ``posterior.nc`` (1000 guide draws, readable by ``pyroext diagnose``).
         progress: Show a progress bar.
 
     Returns:
@@ -140,6 +143,16 @@ def fit_linear_regression(
     if out is not None:
         title = f"linear regression ({data}), guide {guide}"
         write_fit_outputs(out, result, summary, title, reference_loss=-log_evidence)
+        tree = from_pyro_svi(
+            model,
+            approx,
+            x,
+            y,
+            num_samples=1000,
+            coords={"feature": list(dataset.feature_names)},
+            dims={"w": ["feature"]},
+        )
+        save_datatree(tree, Path(out) / POSTERIOR_FILE)
     return LinearRegressionFit(
         guide,
         approx,

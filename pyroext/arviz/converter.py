@@ -1,0 +1,418 @@
+"""Pyro inference results as ArviZ 1.x :class:`xarray.DataTree` objects.
+
+:func:`from_pyro_svi` exports a trained guide and :func:`from_pyro` a finished
+:class:`pyro.infer.MCMC` run. Both replay the model at the draws, so that deterministic sites
+reach the posterior, observed sites are redrawn for the posterior predictive and scored for a
+pointwise log likelihood, and dims come from the model's plates.
+"""
+
+__all__ = ["from_pyro", "from_pyro_svi"]
+
+import inspect
+import math
+import numbers
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, NamedTuple
+
+import numpy as np
+import pyro
+import torch
+import xarray as xr
+from pyro.infer import MCMC
+from torch import Tensor
+
+import pyroext
+from pyroext.arviz import groups as g
+from pyroext.arviz.groups import SampleStatsHook
+from pyroext.arviz.sites import (
+    PACKAGE_DIR,
+    ModelInfo,
+    Replay,
+    inspect_model,
+    replay_model,
+    sample_guide,
+    with_dims,
+)
+
+Dims = Mapping[str, Sequence[str]]
+
+
+class _Options(NamedTuple):
+    prior: int | None
+    posterior_predictive: bool
+    predictions: Mapping[str, Any] | None
+    constant_data: Mapping[str, Any] | None
+    predictions_constant_data: Mapping[str, Any] | None
+    coords: Mapping[str, Any]
+    dims: Dims
+    pred_dims: Dims
+    log_likelihood: bool
+    unconstrained: bool
+
+
+class _Fit(NamedTuple):
+    model: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    info: ModelInfo
+    draws: dict[str, Tensor]
+    sample_shape: tuple[int, int]
+
+
+def from_pyro_svi(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    *args: Any,
+    num_samples: int = 1000,
+    prior: int | bool = False,
+    posterior_predictive: bool = True,
+    predictions: Mapping[str, Any] | None = None,
+    constant_data: Mapping[str, Any] | None = None,
+    predictions_constant_data: Mapping[str, Any] | None = None,
+    coords: Mapping[str, Any] | None = None,
+    dims: Dims | None = None,
+    pred_dims: Dims | None = None,
+    log_likelihood: bool = True,
+    unconstrained: bool = True,
+    model_kwargs: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+) -> xr.DataTree:
+    """Exports a trained guide as an ArviZ ``DataTree``.
+
+    Draws ``num_samples`` latents from the guide (vectorised, or one at a time if the guide
+    or model cannot be vectorised) and stores them as ``chain=1``, ``draw=num_samples`` so that
+    every ``arviz_stats`` function, ``loo`` included, accepts the result. ``sample_stats``
+    holds, per draw, ``lp = log p(y, theta)`` (the model's joint density, priors included) and
+    ``lq = log q(theta)`` (the guide's density, of all its sample sites), so
+    ``arviz_stats.loo_approximate_posterior(dt, dt.sample_stats.lp, dt.sample_stats.lq)``
+    applies the importance correction of Magnusson et al. (2019), and the Pareto k of
+    ``lp - lq`` is the diagnostic of Yao et al. (2018).
+
+    Arguments:
+        model: The Pyro model.
+        guide: The trained guide; it must sample every latent site of the model.
+        args: Positional arguments of model and guide, as used for training.
+        num_samples: Number of posterior draws, >= 1.
+        prior: Number of prior draws for the ``prior`` and ``prior_predictive`` groups, or
+            ``False``.
+        posterior_predictive: Redraw the observed sites at each draw.
+        predictions: New values of model arguments, by parameter name (e.g.
+            ``{"x": x_new, "y": None}``); adds ``predictions`` (observed and deterministic
+            sites at those inputs) and ``predictions_constant_data``.
+        constant_data: Data to store in ``constant_data``.
+        predictions_constant_data: Data to store in ``predictions_constant_data``; by default
+            the array arguments in ``predictions``.
+        coords: Coordinate values by dimension name (default ``0..n-1``). They are left out of
+            the prediction groups where their length does not fit.
+        dims: Dimension names by variable (sites or ``constant_data``), one per exported
+            axis or one per axis of the site's value; by default from plates and
+            ``infer={"event_dims": [...]}``.
+        pred_dims: Like ``dims``, for the prediction groups.
+        log_likelihood: Add the pointwise ``log_likelihood`` group.
+        unconstrained: Add the ``unconstrained_posterior`` group: the constrained latents
+            mapped by ``biject_to(support).inv``, the space AutoNormal and AutoContinuous
+            guides work in.
+        model_kwargs: Keyword arguments of model and guide.
+        seed: Seed for the draws; Pyro's global random state is left as it was.
+
+    Returns:
+        A DataTree with groups ``posterior``, ``sample_stats``, ``log_likelihood``,
+        ``posterior_predictive``, ``observed_data``, ``unconstrained_posterior`` and the
+        optional ones asked for.
+
+    Raises:
+        ValueError: For invalid arguments, including ``dims`` naming no site.
+
+    References:
+        Yao, Vehtari, Simpson and Gelman (2018). Yes, but Did It Work?: Evaluating
+        Variational Inference. ICML.
+
+        Magnusson, Andersen, Jonasson and Vehtari (2019). Bayesian leave-one-out
+        cross-validation for large data. ICML.
+    """
+    _check_count(num_samples, "num_samples")
+    options = _options(
+        prior=prior,
+        posterior_predictive=posterior_predictive,
+        predictions=predictions,
+        constant_data=constant_data,
+        predictions_constant_data=predictions_constant_data,
+        coords=coords,
+        dims=dims,
+        pred_dims=pred_dims,
+        log_likelihood=log_likelihood,
+        unconstrained=unconstrained,
+    )
+    kwargs = dict(model_kwargs or {})
+    with _seeded(seed):
+        info = _with_user_dims(inspect_model(model, args, kwargs), options.dims, constant_data)
+        guided = sample_guide(guide, info, num_samples, args, kwargs)
+        fit = _Fit(model, args, kwargs, info, guided.values, (1, num_samples))
+        groups, scored = _groups(fit, options)
+    stats = {"lp": scored.lp.reshape(1, -1), "lq": guided.lq.reshape(1, -1)}
+    groups["sample_stats"] = g.sample_stats(stats, fit.sample_shape)
+    if unconstrained and scored.unconstrained:
+        layout = g.Layout(info.sites, fit.sample_shape, options.coords)
+        groups["unconstrained_posterior"] = g.unconstrained_posterior(layout, scored.unconstrained)
+    guide_name = getattr(guide, "__name__", None) or type(guide).__name__
+    return _tree(groups, options.coords, guide=guide_name)
+
+
+def from_pyro(
+    mcmc: MCMC,
+    *,
+    prior: int | bool = False,
+    posterior_predictive: bool = True,
+    predictions: Mapping[str, Any] | None = None,
+    constant_data: Mapping[str, Any] | None = None,
+    predictions_constant_data: Mapping[str, Any] | None = None,
+    coords: Mapping[str, Any] | None = None,
+    dims: Dims | None = None,
+    pred_dims: Dims | None = None,
+    log_likelihood: bool = True,
+    sample_stats: Mapping[str, Any] | SampleStatsHook | None = None,
+) -> xr.DataTree:
+    """Exports a finished MCMC run as an ArviZ ``DataTree``.
+
+    The posterior holds ``mcmc.get_samples(group_by_chain=True)`` and the deterministic sites,
+    got by replaying the model at each draw with the arguments of ``mcmc.run``.
+
+    Arguments:
+        mcmc: An :class:`pyro.infer.MCMC` whose kernel was built from a model and that has run.
+        prior: Number of prior draws for ``prior`` and ``prior_predictive``, or ``False``.
+        posterior_predictive: Redraw the observed sites at each draw.
+        predictions: New values of model arguments by parameter name, as in
+            :func:`from_pyro_svi`.
+        constant_data: Data to store in ``constant_data``.
+        predictions_constant_data: Data to store in ``predictions_constant_data``; by default
+            the array arguments in ``predictions``.
+        coords: Coordinate values by dimension name.
+        dims: Dimension names by variable, as in :func:`from_pyro_svi`.
+        pred_dims: Like ``dims``, for the prediction groups.
+        log_likelihood: Add the pointwise ``log_likelihood`` group.
+        sample_stats: Per-draw statistics of shape ``(chain, draw)`` by name, e.g. the
+            ``records`` of :func:`collect_sample_stats` (or the hook itself). Without it,
+            ``sample_stats`` holds ``diverging`` from ``mcmc.diagnostics()``.
+
+    Returns:
+        A DataTree with groups ``posterior``, ``sample_stats``, ``log_likelihood``,
+        ``posterior_predictive``, ``observed_data`` and the optional ones asked for.
+
+    Raises:
+        ValueError: For invalid arguments, an MCMC that has not run, or statistics whose
+            shape is not ``(chain, draw)``.
+    """
+    model, samples = _mcmc_parts(mcmc)
+    options = _options(
+        prior=prior,
+        posterior_predictive=posterior_predictive,
+        predictions=predictions,
+        constant_data=constant_data,
+        predictions_constant_data=predictions_constant_data,
+        coords=coords,
+        dims=dims,
+        pred_dims=pred_dims,
+        log_likelihood=log_likelihood,
+        unconstrained=False,
+    )
+    chains, draws = next(iter(samples.values())).shape[:2]
+    flat = {
+        name: value.reshape(chains * draws, *value.shape[2:]) for name, value in samples.items()
+    }
+    info = inspect_model(model, mcmc._args, mcmc._kwargs)
+    info = _with_user_dims(info, options.dims, constant_data)
+    missing = [name for name in info.names("latent") if name not in flat]
+    if missing:
+        warnings.warn(
+            f"latent sites {missing} are not in the MCMC samples (enumerated?); they are left "
+            "out of the posterior, and the replays draw them from the model",
+            UserWarning,
+            skip_file_prefixes=(PACKAGE_DIR,),
+        )
+    fit = _Fit(model, mcmc._args, mcmc._kwargs, info, flat, (chains, draws))
+    groups, _ = _groups(fit, options)
+    stats = _mcmc_stats(mcmc, sample_stats, (chains, draws))
+    if stats:
+        groups["sample_stats"] = g.sample_stats(stats, (chains, draws))
+    return _tree(groups, options.coords)
+
+
+def _groups(fit: _Fit, options: _Options) -> tuple[dict[str, xr.Dataset], Replay]:
+    """The groups both converters share, and the scored replay at the posterior draws."""
+    info, num = fit.info, math.prod(fit.sample_shape)
+    layout = g.Layout(info.sites, fit.sample_shape, options.coords)
+    replay = (fit.model, info, fit.draws, num, fit.args, fit.kwargs)
+    scored = replay_model(*replay, resample=False, unconstrained=options.unconstrained)
+    latent = [name for name in info.names("latent") if name in fit.draws]
+    observed = info.names("observed")
+    groups = {
+        "posterior": g.posterior(layout, scored.values, latent + info.names("deterministic"))
+    }
+    if options.log_likelihood and observed:
+        groups["log_likelihood"] = g.log_likelihood(layout, scored.log_likelihood)
+    if options.posterior_predictive and observed:
+        predictive = replay_model(*replay, resample=True)
+        groups["posterior_predictive"] = g.posterior_predictive(
+            layout, predictive.values, observed
+        )
+    if options.prior:
+        groups.update(_prior_groups(fit, options.prior, options.coords))
+    if observed:
+        groups["observed_data"] = g.observed_data(layout, observed)
+    if options.constant_data:
+        groups["constant_data"] = g.constant_data(
+            options.constant_data, options.dims, options.coords
+        )
+    if options.predictions is not None:
+        groups.update(_prediction_groups(fit, options))
+    return groups, scored
+
+
+def _prior_groups(fit: _Fit, num: int, coords: Mapping[str, Any]) -> dict[str, xr.Dataset]:
+    info = fit.info
+    replay = replay_model(fit.model, info, {}, num, fit.args, fit.kwargs, resample=True)
+    layout = g.Layout(info.sites, (1, num), coords)
+    groups = {"prior": g.prior(layout, replay.values, info.names("latent", "deterministic"))}
+    if info.names("observed"):
+        observed = info.names("observed")
+        groups["prior_predictive"] = g.prior_predictive(layout, replay.values, observed)
+    return groups
+
+
+def _prediction_groups(fit: _Fit, options: _Options) -> dict[str, xr.Dataset]:
+    new = options.predictions
+    args, kwargs = _bind(fit.model, fit.args, fit.kwargs, new)
+    data = options.predictions_constant_data
+    if data is None:
+        data = {
+            name: value for name, value in new.items() if isinstance(value, Tensor | np.ndarray)
+        }
+    info = _with_user_dims(
+        inspect_model(fit.model, args, kwargs), options.pred_dims, data, "pred_dims"
+    )
+    for name in fit.draws:
+        shape = info.sites[name].shape if name in info.sites else None
+        if shape != fit.info.sites[name].shape:
+            raise ValueError(
+                f"predictions: latent site {name!r} has shape {shape} at the new inputs but "
+                f"{fit.info.sites[name].shape} in the fit, so its draws cannot be reused"
+            )
+    num = math.prod(fit.sample_shape)
+    replay = replay_model(fit.model, info, fit.draws, num, args, kwargs, resample=True)
+    names = [name for name in fit.info.names("observed", "deterministic") if name in info.sites]
+    layout = g.Layout(info.sites, fit.sample_shape, options.coords, strict=False)
+    groups = {"predictions": g.predictions(layout, replay.values, names)}
+    if data:
+        groups["predictions_constant_data"] = g.predictions_constant_data(
+            data, options.pred_dims, options.coords
+        )
+    return groups
+
+
+def _options(*, prior: int | bool, **options: Any) -> _Options:
+    """Checks the converters' common arguments and fills in their defaults."""
+    if prior is not False and prior is not None:
+        _check_count(prior, "prior")
+    for argument in ["predictions", "constant_data", "predictions_constant_data", "coords"]:
+        value = options[argument]
+        if value is not None and not isinstance(value, Mapping):
+            raise ValueError(f"{argument} must be a dict by name, not {type(value).__name__}")
+    for argument in ["coords", "dims", "pred_dims"]:
+        options[argument] = options[argument] or {}
+    return _Options(prior=prior or None, **options)
+
+
+def _check_count(value: Any, argument: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{argument}={value!r} must be an integer >= 1")
+
+
+def _with_user_dims(
+    info: ModelInfo, dims: Dims, data: Mapping[str, Any] | None, argument: str = "dims"
+) -> ModelInfo:
+    unknown = sorted(set(dims) - set(info.sites) - set(data or {}))
+    if unknown:
+        raise ValueError(f"{argument}: {unknown} name no site of the model and no data variable")
+    sites = {
+        name: with_dims(site, dims[name], argument) if name in dims else site
+        for name, site in info.sites.items()
+    }
+    return info._replace(sites=sites)
+
+
+def _bind(
+    model: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    new: Mapping[str, Any],
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Model arguments with the values in ``new`` replacing those of the same parameters."""
+    signature = inspect.signature(model)
+    bound = signature.bind_partial(*args, **kwargs)
+    extra = next((p.name for p in signature.parameters.values() if p.kind is p.VAR_KEYWORD), None)
+    for name, value in new.items():
+        if name in signature.parameters:
+            bound.arguments[name] = value
+        elif extra is not None:
+            bound.arguments.setdefault(extra, {})[name] = value
+        else:
+            raise ValueError(f"predictions: {name!r} is not a parameter of the model")
+    return bound.args, bound.kwargs
+
+
+def _mcmc_parts(mcmc: MCMC) -> tuple[Callable[..., Any], dict[str, Tensor]]:
+    model = getattr(getattr(mcmc, "kernel", None), "model", None)
+    if model is None:
+        raise ValueError("mcmc: its kernel has no model (a potential_fn cannot be replayed)")
+    if getattr(mcmc, "_samples", None) is None or mcmc._args is None:
+        raise ValueError("mcmc: it has no samples; call mcmc.run(...) first")
+    samples = mcmc.get_samples(group_by_chain=True)
+    if not samples:
+        raise ValueError("mcmc: it has no sample sites to export")
+    return model, samples
+
+
+def _mcmc_stats(
+    mcmc: MCMC, given: Mapping[str, Any] | SampleStatsHook | None, shape: tuple[int, int]
+) -> dict[str, Any]:
+    stats = dict(given.records if isinstance(given, SampleStatsHook) else given or {})
+    if given is not None and not stats:
+        raise ValueError(
+            "sample_stats: no statistics were recorded (chains that run in worker processes "
+            "call the hook there; run them sequentially)"
+        )
+    divergences = None if "diverging" in stats else mcmc.diagnostics().get("divergences")
+    if divergences is not None:
+        diverging = np.zeros(shape, dtype=bool)
+        for chain, draws in enumerate(divergences.values()):
+            diverging[chain, draws] = True
+        stats["diverging"] = diverging
+    return stats
+
+
+@contextmanager
+def _seeded(seed: int | None) -> Iterator[None]:
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        yield
+
+
+def _tree(groups: dict[str, xr.Dataset], coords: Mapping[str, Any], **attrs: str) -> xr.DataTree:
+    used = {dim for dataset in groups.values() for dim in dataset.dims}
+    unknown = sorted(set(coords) - used)
+    if unknown:
+        raise ValueError(f"coords: {unknown} name no dimension of the exported groups")
+    order = {name: i for i, name in enumerate(g.GROUP_ORDER)}
+    tree = xr.DataTree.from_dict(dict(sorted(groups.items(), key=lambda item: order[item[0]])))
+    tree.attrs = {
+        "inference_library": "pyro",
+        "inference_library_version": pyro.__version__,
+        "pyroext_version": pyroext.__version__,
+        **attrs,
+    }
+    return tree

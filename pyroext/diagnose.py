@@ -1,0 +1,160 @@
+"""Diagnosing a saved fit: summary table, k-hat, LOO and plots from its DataTree."""
+
+__all__ = ["POSTERIOR_FILE", "DiagnoseReport", "diagnose_run", "save_datatree"]
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import arviz_plots as azp
+import arviz_stats as azs
+import matplotlib.pyplot as plt
+import pandas as pd
+import xarray as xr
+
+from pyroext.diagnostics import KhatResult, vi_khat, vi_loo
+
+POSTERIOR_FILE = "posterior.nc"
+
+
+class DiagnoseReport(NamedTuple):
+    """What :func:`diagnose_run` found and wrote.
+
+    Fields:
+        summary: arviz-stats summary of the posterior (diagnostic columns only with 2+ chains).
+        khat: Pareto k-hat of the importance ratios for variational fits, else None.
+        loo: PSIS-LOO (approximate-posterior corrected for variational fits), or None without
+            a log_likelihood group.
+        files: Every file written.
+    """
+
+    summary: pd.DataFrame
+    khat: KhatResult | None
+    loo: Any
+    files: list[Path]
+
+
+def save_datatree(dt: xr.DataTree, path: str | os.PathLike) -> Path:
+    """Writes a DataTree to netCDF (h5netcdf) atomically: a crash leaves no truncated file.
+
+    Arguments:
+        dt: The tree.
+        path: Destination file.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        dt.to_netcdf(temporary, engine="h5netcdf")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def diagnose_run(
+    run_dir: str | os.PathLike, out: str | os.PathLike | None = None
+) -> DiagnoseReport:
+    """Reads ``RUN_DIR/posterior.nc`` and writes summary, k-hat, LOO and plots.
+
+    Writes ``summary.csv``, ``khat.csv`` (variational fits), ``loo.csv`` and PNG plots:
+    posterior distributions, trace and rank plots (MCMC, 2+ chains), posterior predictive,
+    LOO-PIT and Pareto k-hat.
+
+    Arguments:
+        run_dir: Folder holding ``posterior.nc`` (as written by ``pyroext fit``).
+        out: Output folder; ``run_dir/diagnostics`` by default.
+
+    Returns:
+        A :class:`DiagnoseReport`.
+
+    Raises:
+        FileNotFoundError: If ``run_dir`` has no ``posterior.nc``.
+    """
+    source = Path(run_dir) / POSTERIOR_FILE
+    if not source.is_file():
+        raise FileNotFoundError(
+            f"run_dir={str(run_dir)!r} has no {POSTERIOR_FILE}; write one with "
+            f"`pyroext fit ... --out {run_dir}`"
+        )
+    out = Path(out) if out is not None else Path(run_dir) / "diagnostics"
+    out.mkdir(parents=True, exist_ok=True)
+    dt = xr.open_datatree(source, engine="h5netcdf")
+    chains = dt["posterior"].sizes.get("chain", 1)
+    summary = azs.summary(dt, kind="all" if chains > 1 else "stats")
+    files = [_write_csv(pd.DataFrame(summary), out / "summary.csv")]
+    variational = "lq" in dt.get("sample_stats", xr.DataTree()).data_vars
+    khat = vi_khat(dt) if variational else None
+    if khat is not None:
+        files.append(_write_csv(_khat_table(khat), out / "khat.csv"))
+    loo = _loo(dt, variational)
+    if loo is not None:
+        files.append(_write_csv(_loo_table(loo), out / "loo.csv"))
+    files += _plots(dt, loo, chains, out)
+    return DiagnoseReport(summary, khat, loo, files)
+
+
+def _loo(dt: xr.DataTree, variational: bool) -> Any:
+    if "log_likelihood" not in dt.children:
+        return None
+    return vi_loo(dt) if variational else azs.loo(dt, pointwise=True)
+
+
+def _khat_table(khat: KhatResult) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "khat": khat.khat,
+                "threshold": khat.threshold,
+                "num_samples": khat.num_samples,
+                "interpretation": khat.interpretation,
+            }
+        ]
+    )
+
+
+def _loo_table(loo: Any) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "elpd_loo": loo.elpd,
+                "se": loo.se,
+                "p_loo": loo.p,
+                "n_samples": loo.n_samples,
+                "n_data_points": loo.n_data_points,
+                "max_pareto_k": float(loo.pareto_k.max()),
+                "warning": loo.warning,
+            }
+        ]
+    )
+
+
+def _plots(dt: xr.DataTree, loo: Any, chains: int, out: Path) -> list[Path]:
+    plots: dict[str, Callable[[], Any]] = {"posterior_dist": lambda: azp.plot_dist(dt)}
+    if chains > 1:  # trace and rank plots compare chains
+        plots["trace"] = lambda: azp.plot_trace_dist(dt)
+        plots["rank"] = lambda: azp.plot_rank(dt)
+    if {"posterior_predictive", "observed_data"} <= set(dt.children):
+        plots["ppc"] = lambda: azp.plot_ppc_dist(dt)
+        if loo is not None:
+            plots["loo_pit"] = lambda: azp.plot_loo_pit(dt)
+    if loo is not None:
+        plots["khat"] = lambda: azp.plot_khat(loo)
+    written = []
+    for name, plot in plots.items():
+        plot().savefig(out / f"{name}.png")
+        written.append(out / f"{name}.png")
+    plt.close("all")
+    return written
+
+
+def _write_csv(table: pd.DataFrame, path: Path) -> Path:
+    table.to_csv(path)
+    return path
