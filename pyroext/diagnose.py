@@ -3,7 +3,6 @@
 __all__ = ["POSTERIOR_FILE", "DiagnoseReport", "diagnose_run", "save_datatree"]
 
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -15,6 +14,7 @@ import pandas as pd
 import xarray as xr
 
 from pyroext.diagnostics import KhatResult, vi_khat, vi_loo
+from pyroext.infer.checkpoint import atomic_target
 
 POSTERIOR_FILE = "posterior.nc"
 
@@ -37,7 +37,7 @@ class DiagnoseReport(NamedTuple):
 
 
 def save_datatree(dt: xr.DataTree, path: str | os.PathLike) -> Path:
-    """Writes a DataTree to netCDF (h5netcdf) atomically: a crash leaves no truncated file.
+    """Writes a DataTree to netCDF (h5netcdf) atomically (see :func:`atomic_target`).
 
     Arguments:
         dt: The tree.
@@ -46,17 +46,9 @@ def save_datatree(dt: xr.DataTree, path: str | os.PathLike) -> Path:
     Returns:
         The path written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
+    with atomic_target(path) as temporary:
         dt.to_netcdf(temporary, engine="h5netcdf")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def diagnose_run(

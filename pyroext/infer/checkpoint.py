@@ -1,9 +1,17 @@
 """Atomic training checkpoints with everything needed to resume bit for bit."""
 
-__all__ = ["capture_rng_state", "load_checkpoint", "restore_rng_state", "save_checkpoint"]
+__all__ = [
+    "atomic_target",
+    "capture_rng_state",
+    "load_checkpoint",
+    "restore_rng_state",
+    "save_checkpoint",
+]
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,28 +42,42 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """Writes ``state`` with :func:`torch.save` to a temporary file, then renames it.
+@contextlib.contextmanager
+def atomic_target(path: str | os.PathLike) -> Iterator[Path]:
+    """Yields a temporary file beside ``path`` and renames it onto ``path`` on success.
 
-    The rename is atomic on POSIX, so a crash while writing leaves the previous checkpoint
-    intact instead of a truncated file.
+    The rename is atomic on POSIX, so a crash while writing leaves the previous file intact
+    instead of a truncated one; on failure the temporary file is removed.
+
+    Arguments:
+        path: Destination file; its folder is created if missing.
+
+    Yields:
+        The temporary path to write to.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        yield Path(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Writes ``state`` with :func:`torch.save` atomically (see :func:`atomic_target`).
 
     Arguments:
         path: Destination file; its folder is created if missing.
         state: Picklable training state.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(state, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_target(path) as temporary, open(temporary, "wb") as file:
+        torch.save(state, file)
+        file.flush()
+        os.fsync(file.fileno())
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
