@@ -15,8 +15,9 @@ from pyroext.jobs import JOBS, run_demo
 
 DEMO_FORMATS = {
     "seconds": "{:.1f}".format,
-    "final_elbo": "{:.3f}".format,
+    "elbo": "{:.3f}".format,
     "log_evidence": "{:.3f}".format,
+    "elbo_gap": "{:.4f}".format,
     "kl_to_exact": "{:.4f}".format,
     "kl_mean_field_optimum": "{:.4f}".format,
 }

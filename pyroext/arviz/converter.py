@@ -88,7 +88,9 @@ def from_pyro_svi(
     ``lq = log q(theta)`` (the guide's density, of all its sample sites), so
     ``arviz_stats.loo_approximate_posterior(dt, dt.sample_stats.lp, dt.sample_stats.lq)``
     applies the importance correction of Magnusson et al. (2019), and the Pareto k of
-    ``lp - lq`` is the diagnostic of Yao et al. (2018).
+    ``lp - lq`` is the diagnostic of Yao et al. (2018). Statistics a guide records per draw
+    (the MCMC-in-guide guides' acceptance rates, step sizes and log weights) are added, with
+    the dimension names of the guide's ``sample_stats_dims``.
 
     Arguments:
         model: The Pyro model.
@@ -152,7 +154,9 @@ def from_pyro_svi(
         fit = _Fit(model, args, kwargs, info, guided.values, (1, num_samples))
         groups, scored = _groups(fit, options)
     stats = {"lp": scored.lp.reshape(1, -1), "lq": guided.lq.reshape(1, -1)}
-    groups["sample_stats"] = g.sample_stats(stats, fit.sample_shape)
+    stats |= {name: value.unsqueeze(0) for name, value in guided.stats.items()}
+    stats_dims = getattr(guide, "sample_stats_dims", {})
+    groups["sample_stats"] = g.sample_stats(stats, fit.sample_shape, stats_dims)
     if unconstrained and scored.unconstrained:
         layout = g.Layout(info.sites, fit.sample_shape, options.coords)
         groups["unconstrained_posterior"] = g.unconstrained_posterior(layout, scored.unconstrained)

@@ -201,7 +201,11 @@ def predictions_constant_data(
     return _data(data, dims, coords, strict=False)
 
 
-def sample_stats(stats: Mapping[str, Any], sample_shape: tuple[int, int]) -> xr.Dataset:
+def sample_stats(
+    stats: Mapping[str, Any],
+    sample_shape: tuple[int, int],
+    dims: Mapping[str, Sequence[str]] | None = None,
+) -> xr.Dataset:
     """The ``sample_stats`` group, with the schema's variable names.
 
     Arguments:
@@ -210,6 +214,7 @@ def sample_stats(stats: Mapping[str, Any], sample_shape: tuple[int, int]) -> xr.
             ``n_steps``, ``reached_max_tree_depth`` to ``reached_max_treedepth``, ...), and
             ``potential_energy`` becomes ``lp`` with its sign flipped.
         sample_shape: ``(chain, draw)`` of the posterior.
+        dims: Names of the axes after ``(chain, draw)``, by statistic.
 
     Returns:
         The group.
@@ -227,7 +232,7 @@ def sample_stats(stats: Mapping[str, Any], sample_shape: tuple[int, int]) -> xr.
             )
         if name == "potential_energy":
             name, array = "lp", -array
-        variables[STAT_ALIASES.get(name, name)] = (array, [])
+        variables[STAT_ALIASES.get(name, name)] = (array, list((dims or {}).get(name, ())))
     return _dataset(variables, {}, True, SAMPLE_DIMS)
 
 

@@ -109,10 +109,13 @@ class GuideDraws(NamedTuple):
     Fields:
         values: Each latent site of the model, ``(S, *site.shape)``.
         lq: ``log q`` of all sample sites of the guide, per draw, ``(S,)``.
+        stats: Per-draw statistics the guide records in its sites' ``infer["sample_stats"]``
+            (e.g. acceptance rates of MCMC-in-guide steps), ``(S, ...)``.
     """
 
     values: dict[str, Tensor]
     lq: Tensor
+    stats: dict[str, Tensor]
 
 
 class _ResampleObserved(UnconditionMessenger):
@@ -387,7 +390,12 @@ def _read_guide(trace: Trace, info: ModelInfo, num: int, nesting: int | None) ->
         for node in trace.nodes.values()
         if node["type"] == "sample" and not node["is_observed"] and not site_is_subsample(node)
     ]
-    return GuideDraws(values, _add_up(terms, num))
+    stats = {
+        name: torch.as_tensor(value).reshape(num, *value.shape[1:])
+        for node in trace.nodes.values()
+        for name, value in node.get("infer", {}).get("sample_stats", {}).items()
+    }
+    return GuideDraws(values, _add_up(terms, num), stats)
 
 
 def _add_up(terms: list[Tensor], num: int) -> Tensor:

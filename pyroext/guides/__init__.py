@@ -1,6 +1,17 @@
-"""Guides: a name registry over Pyro's autoguides and pyroext's own, and Gaussian moments."""
+"""Guides: pyroext's MCMC-in-guide autoguides, a name registry over them and Pyro's
+autoguides, and Gaussian moments."""
 
-__all__ = ["GUIDES", "gaussian_moments", "make_guide"]
+__all__ = [
+    "GUIDES",
+    "AutoDAIS",
+    "AutoMarkovGuide",
+    "AutoMetFlow",
+    "gaussian_moments",
+    "make_guide",
+]
 
+from pyroext.guides.dais import AutoDAIS
 from pyroext.guides.gaussian import gaussian_moments
+from pyroext.guides.markov import AutoMarkovGuide
+from pyroext.guides.metflow import AutoMetFlow
 from pyroext.guides.registry import GUIDES, make_guide

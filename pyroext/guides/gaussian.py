@@ -6,6 +6,8 @@ import torch
 from pyro.infer.autoguide import AutoContinuous, AutoNormal
 from torch.distributions import LowRankMultivariateNormal, MultivariateNormal
 
+from pyroext.guides.markov import AutoMarkovGuide
+
 
 def gaussian_moments(guide: AutoNormal | AutoContinuous) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and covariance of a trained Gaussian guide over its flattened unconstrained latents.
@@ -31,7 +33,7 @@ def gaussian_moments(guide: AutoNormal | AutoContinuous) -> tuple[torch.Tensor, 
             locs, scales = zip(*(guide._get_loc_and_scale(n) for n in names), strict=True)
             mean = torch.cat([loc.reshape(-1) for loc in locs])
             return mean, torch.diag(torch.cat([s.reshape(-1) for s in scales]) ** 2)
-        if isinstance(guide, AutoContinuous):
+        if isinstance(guide, AutoContinuous) and not isinstance(guide, AutoMarkovGuide):
             posterior = guide.get_posterior()
             base = getattr(posterior, "base_dist", posterior)
             if isinstance(base, torch.distributions.Normal):

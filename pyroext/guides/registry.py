@@ -1,4 +1,4 @@
-"""Guides by name, for the CLI and for tests parametrised over guides."""
+"""Guides by name, Pyro's and pyroext's, for the CLI and for tests parametrised over guides."""
 
 __all__ = ["GUIDES", "make_guide"]
 
@@ -14,12 +14,17 @@ from pyro.infer.autoguide import (
     AutoNormal,
 )
 
+from pyroext.guides.dais import AutoDAIS
+from pyroext.guides.metflow import AutoMetFlow
+
 GUIDES: dict[str, type[AutoGuide]] = {
     "normal": AutoNormal,
     "diagonal": AutoDiagonalNormal,
     "mvn": AutoMultivariateNormal,
     "lowrank": AutoLowRankMultivariateNormal,
     "delta": AutoDelta,
+    "metflow": AutoMetFlow,
+    "dais": AutoDAIS,
 }
 
 

@@ -1,0 +1,56 @@
+"""Score-function (REINFORCE) terms for discrete choices made inside a guide, DiCE style."""
+
+__all__ = ["BASELINE_DECAY", "ScoreBaseline", "score_function_term"]
+
+import torch
+from torch import Tensor, nn
+
+BASELINE_DECAY = 0.9
+
+
+def score_function_term(elbo: Tensor, log_prob_choices: Tensor, baseline: Tensor) -> Tensor:
+    """A zero-valued term whose gradient is ``(elbo - baseline) * grad log_prob_choices``.
+
+    Subtracted from a guide's log density, it adds the REINFORCE gradient of the discrete
+    choices to the ELBO's gradient without changing its value; Pyro's own score weight would
+    omit the guide's auxiliary terms from ``elbo``.
+
+    Arguments:
+        elbo: Per-particle ELBO integrand ``log p - log q`` (its gradient is not used).
+        log_prob_choices: Log-probability of the discrete choices, per particle.
+        baseline: Control variate, independent of the particle's own choices.
+
+    Returns:
+        Zeros shaped like ``elbo``, carrying the gradient.
+
+    References:
+        | DiCE: The Infinitely Differentiable Monte Carlo Estimator (Foerster et al., 2018)
+        | https://arxiv.org/abs/1802.05098
+    """
+    return (elbo - baseline).detach() * (log_prob_choices - log_prob_choices.detach())
+
+
+class ScoreBaseline(nn.Module):
+    """Baseline for the score term: leave-one-out over parallel particles, else a running mean.
+
+    With ``B > 1`` particles, particle ``i`` gets the mean ELBO of the others (unbiased, as the
+    particles are independent). With one particle per call, an exponential running mean of
+    past ELBOs (decay :data:`BASELINE_DECAY`), kept as a buffer so it is checkpointed.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("running_mean", torch.tensor(float("nan")))
+
+    def forward(self, elbo: Tensor) -> Tensor:
+        """Baselines for a batch of per-particle ELBOs ``(B,)``."""
+        elbo = elbo.detach()
+        if elbo.numel() > 1:
+            return (elbo.sum() - elbo) / (elbo.numel() - 1)
+        previous = self.running_mean.to(elbo)
+        if torch.is_grad_enabled():
+            current = elbo.mean()
+            fresh = torch.isnan(previous)
+            updated = BASELINE_DECAY * previous + (1 - BASELINE_DECAY) * current
+            self.running_mean = torch.where(fresh, current, updated)
+        return torch.where(torch.isnan(previous), elbo, previous.expand_as(elbo))
