@@ -306,6 +306,7 @@ def test_model_that_cannot_broadcast_chains_is_evaluated_per_chain():
         (AutoMetFlow, {"num_couplings": 0}, "num_couplings=0 must be an integer >= 1"),
         (AutoMetFlow, {"hidden_dim": 0}, "hidden_dim=0 must be >= 1"),
         (AutoMetFlow, {"init_direction_prob": 1.0}, r"init_direction_prob=1.0 must be in"),
+        (AutoMetFlow, {"flow_init": "zeros"}, "flow_init='zeros' must be one of identity, random"),
     ],
 )
 def test_bad_options_are_named(guide_class, options, message):
@@ -334,3 +335,14 @@ def test_models_the_guides_cannot_serve_are_refused_before_training(guide_class)
     guide(x, y)
     with pytest.raises(ValueError, match="needs the data: .*site 'obs' is not observed"):
         guide(x)
+
+
+@pytest.mark.parametrize("flow_init", ["identity", "random"])
+def test_flow_starts_at_identity_only_when_asked(flow_init):
+    x, y = correlated_regression(10)
+    guide = AutoMetFlow(regression, K=2, flow_init=flow_init)
+    guide(x, y)
+    z = torch.randn(5, 3, dtype=torch.float64)
+    moved, log_det = guide.flow(z, guide.innovation[0])
+    assert torch.equal(moved, z) == (flow_init == "identity")
+    assert torch.equal(log_det, torch.zeros(5, dtype=torch.float64)) == (flow_init == "identity")

@@ -12,13 +12,12 @@ class _BoundedLogScale(nn.Module):
     """Hypernetwork wrapper: a tanh keeps every log-scale in (-1, 1), so ``exp`` never overflows
     and Pyro's clamp of the log-scale (to [-5, 3]) never cuts a gradient."""
 
-    def __init__(self, net: ConditionalDenseNN) -> None:
+    def __init__(self, net: ConditionalDenseNN, identity: bool) -> None:
         super().__init__()
         self.net = net
-        # Zero output layer: the flow starts as the identity, whose proposals MH accepts
-        # (Barker: half the time), so the guide starts as its base and training moves away.
-        nn.init.zeros_(net.layers[-1].weight)
-        nn.init.zeros_(net.layers[-1].bias)
+        if identity:
+            nn.init.zeros_(net.layers[-1].weight)
+            nn.init.zeros_(net.layers[-1].bias)
 
     def forward(self, x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
         shift, log_scale = self.net(x, context)
@@ -31,9 +30,9 @@ class ConditionalCouplingFlow(nn.Module):
     Each layer is Pyro's :class:`~pyro.distributions.transforms.ConditionalAffineCoupling`
     whose hypernetwork sees the untouched half of ``z`` stacked with ``u`` (MetFlow's
     "stacking" aggregation); every other layer works on the reversed coordinates, so
-    that every coordinate is transformed. The flow is initialised at the identity. In one
-    dimension the single coupling conditions on ``u`` only, i.e. it is an affine map whose
-    shift and scale depend on ``u``.
+    that every coordinate is transformed. By default the flow starts as the identity. In
+    one dimension the single coupling conditions on ``u`` only, i.e. it is an affine map
+    whose shift and scale depend on ``u``.
 
     Arguments:
         dim: Dimension ``D`` of ``z``.
@@ -41,6 +40,9 @@ class ConditionalCouplingFlow(nn.Module):
         num_couplings: Number of coupling layers, >= 1.
         hidden_dim: Width of the two hidden layers of each hypernetwork (default ``2 D``, as
             in the MetFlow authors' code).
+        identity_init: Zero the hypernetworks' output layers, so that the flow starts as the
+            identity (a MetFlow guide then starts as its base); otherwise PyTorch's default
+            initialisation, whose random initial moves explore more (the authors' choice).
 
     References:
         | Density estimation using Real NVP (Dinh et al., 2017)
@@ -48,7 +50,12 @@ class ConditionalCouplingFlow(nn.Module):
     """
 
     def __init__(
-        self, dim: int, context_dim: int, num_couplings: int = 2, hidden_dim: int | None = None
+        self,
+        dim: int,
+        context_dim: int,
+        num_couplings: int = 2,
+        hidden_dim: int | None = None,
+        identity_init: bool = True,
     ) -> None:
         super().__init__()
         if dim < 1:
@@ -69,7 +76,8 @@ class ConditionalCouplingFlow(nn.Module):
                         [hidden, hidden],
                         param_dims=[dim - split, dim - split],
                         nonlinearity=nn.LeakyReLU(),
-                    )
+                    ),
+                    identity_init,
                 ),
             )
             for _ in range(num_couplings)
