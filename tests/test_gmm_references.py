@@ -13,7 +13,7 @@ import torch.distributions as td
 from sklearn.mixture import GaussianMixture
 
 from pyroext.data import load_faithful
-from pyroext.models import gmm_exact as gmm
+from pyroext.models import gmm_em, gmm_vb
 
 F64 = torch.float64
 N = 2000
@@ -57,18 +57,18 @@ def synthetic() -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def em_fit(synthetic: torch.Tensor) -> gmm.EMResult:
-    return gmm.em(synthetic, 3)
+def em_fit(synthetic: torch.Tensor) -> gmm_em.EMResult:
+    return gmm_em.em(synthetic, 3)
 
 
-def test_em_history_non_decreasing(em_fit: gmm.EMResult) -> None:
+def test_em_history_non_decreasing(em_fit: gmm_em.EMResult) -> None:
     _assert_non_decreasing(em_fit.history)
     assert em_fit.history.shape == (em_fit.iterations + 1,)
     assert em_fit.history[-1].item() == pytest.approx(em_fit.log_likelihood, abs=0.0)
     assert torch.allclose(em_fit.responsibilities.sum(1), torch.ones(N, dtype=F64))
 
 
-def test_em_recovers_known_parameters(em_fit: gmm.EMResult) -> None:
+def test_em_recovers_known_parameters(em_fit: gmm_em.EMResult) -> None:
     means, weights, covs = _sorted(em_fit.means, em_fit.weights, em_fit.covariances)
     counts = weights * N
     se = (TRUE_COVS.diagonal(dim1=1, dim2=2) / counts.unsqueeze(1)).sqrt()
@@ -77,12 +77,12 @@ def test_em_recovers_known_parameters(em_fit: gmm.EMResult) -> None:
     assert torch.allclose(covs, TRUE_COVS, atol=0.15)
 
 
-def test_em_random_init_agrees(synthetic: torch.Tensor, em_fit: gmm.EMResult) -> None:
-    fit = gmm.em(synthetic, 3, init="random", seed=1)
+def test_em_random_init_agrees(synthetic: torch.Tensor, em_fit: gmm_em.EMResult) -> None:
+    fit = gmm_em.em(synthetic, 3, init="random", seed=1)
     assert fit.log_likelihood == pytest.approx(em_fit.log_likelihood, rel=1e-9)
 
 
-def test_em_matches_sklearn(synthetic: torch.Tensor, em_fit: gmm.EMResult) -> None:
+def test_em_matches_sklearn(synthetic: torch.Tensor, em_fit: gmm_em.EMResult) -> None:
     sk = _sklearn(synthetic, 3)
     assert abs(em_fit.log_likelihood / N - sk.score(synthetic.numpy())) < 1e-6
     (ours,) = _sorted(em_fit.means)
@@ -92,7 +92,7 @@ def test_em_matches_sklearn(synthetic: torch.Tensor, em_fit: gmm.EMResult) -> No
 
 def test_em_old_faithful_matches_sklearn() -> None:
     x = load_faithful(standardize=True, dtype=F64).x
-    fit = gmm.em(x, 2)
+    fit = gmm_em.em(x, 2)
     _assert_non_decreasing(fit.history)
     sk_loglik = _sklearn(x, 2).score(x.numpy()) * x.shape[0]
     assert fit.log_likelihood == pytest.approx(sk_loglik, rel=1e-6)
@@ -100,8 +100,8 @@ def test_em_old_faithful_matches_sklearn() -> None:
 
 
 def test_map_em_non_decreasing(synthetic: torch.Tensor) -> None:
-    prior = gmm.GMMPrior(dirichlet_concentration=50.0, mean_loc=0.0, mean_scale=0.3)
-    fit = gmm.em(synthetic, 3, prior=prior)
+    prior = gmm_em.GMMPrior(dirichlet_concentration=50.0, mean_loc=0.0, mean_scale=0.3)
+    fit = gmm_em.em(synthetic, 3, prior=prior)
     _assert_non_decreasing(fit.history)
     # A strong prior pulls the means towards 0 and the weights towards 1/3.
     (means,) = _sorted(fit.means)
@@ -109,17 +109,17 @@ def test_map_em_non_decreasing(synthetic: torch.Tensor) -> None:
     assert fit.log_likelihood < fit.history[-1].item() + 1e6  # finite and reported separately
 
 
-def test_map_em_weak_prior_approaches_ml(synthetic: torch.Tensor, em_fit: gmm.EMResult) -> None:
-    prior = gmm.GMMPrior(dirichlet_concentration=1.0, mean_loc=torch.zeros(2), mean_scale=1e4)
-    fit = gmm.em(synthetic, 3, prior=prior)
+def test_map_em_weak_prior_approaches_ml(synthetic: torch.Tensor, em_fit: gmm_em.EMResult) -> None:
+    prior = gmm_em.GMMPrior(dirichlet_concentration=1.0, mean_loc=torch.zeros(2), mean_scale=1e4)
+    fit = gmm_em.em(synthetic, 3, prior=prior)
     _assert_non_decreasing(fit.history)
     assert fit.log_likelihood == pytest.approx(em_fit.log_likelihood, rel=1e-9)
     ours, theirs = _sorted(fit.means)[0], _sorted(em_fit.means)[0]
     assert torch.allclose(ours, theirs, atol=1e-5, rtol=0.0)
 
 
-def test_vb_matches_em(synthetic: torch.Tensor, em_fit: gmm.EMResult) -> None:
-    fit = gmm.vb_gmm(synthetic, 3)
+def test_vb_matches_em(synthetic: torch.Tensor, em_fit: gmm_em.EMResult) -> None:
+    fit = gmm_vb.vb_gmm(synthetic, 3)
     _assert_non_decreasing(fit.history)
     assert fit.elbo == fit.history[-1].item()
     m, alpha = _sorted(fit.m, fit.alpha)
@@ -129,7 +129,7 @@ def test_vb_matches_em(synthetic: torch.Tensor, em_fit: gmm.EMResult) -> None:
     assert fit.elbo < em_fit.log_likelihood
 
 
-def _mc_bound(x: torch.Tensor, fit: gmm.VBResult, hyper: dict, draws: int) -> torch.Tensor:
+def _mc_bound(x: torch.Tensor, fit: gmm_vb.VBResult, hyper: dict, draws: int) -> torch.Tensor:
     """Per-draw ``log p(X, Z, pi, mu, Lambda) - log q(Z, pi, mu, Lambda)``, shape ``(draws,)``."""
     alpha0, beta0, m0, w0, nu0 = (hyper[n] for n in ("alpha0", "beta0", "m0", "w0", "nu0"))
     k = fit.alpha.shape[0]
@@ -168,9 +168,9 @@ def test_vb_bound_matches_monte_carlo(max_iter: int) -> None:
         "w0": torch.tensor([[0.8, 0.2], [0.2, 0.5]], dtype=F64),
         "nu0": 3.0,
     }
-    fit = gmm.vb_gmm(x, 2, max_iter=max_iter, **hyper)
+    fit = gmm_vb.vb_gmm(x, 2, max_iter=max_iter, **hyper)
     _assert_non_decreasing(fit.history)
-    closed = gmm.vb_lower_bound(x, fit.responsibilities, *fit[:5], *hyper.values())
+    closed = gmm_vb.vb_lower_bound(x, fit.responsibilities, *fit[:5], *hyper.values())
     assert closed == fit.elbo
     torch.manual_seed(2024)
     values = _mc_bound(x, fit, hyper, 20_000)
@@ -190,18 +190,18 @@ def test_vb_bound_matches_monte_carlo(max_iter: int) -> None:
 )
 def test_bad_input_raises(x: torch.Tensor, k: int, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        gmm.check_gmm_data(x, k)
+        gmm_em.check_gmm_data(x, k)
     with pytest.raises(ValueError, match=match):
-        gmm.em(x, k)
+        gmm_em.em(x, k)
     with pytest.raises(ValueError, match=match):
-        gmm.vb_gmm(x, k)
+        gmm_vb.vb_gmm(x, k)
 
 
 def test_bad_settings_raise() -> None:
     x = torch.randn(10, 2, dtype=F64)
     with pytest.raises(ValueError, match="dirichlet_concentration=0.5 must be >= 1"):
-        gmm.em(x, 2, prior=gmm.GMMPrior(0.5, 0.0, 1.0))
+        gmm_em.em(x, 2, prior=gmm_em.GMMPrior(0.5, 0.0, 1.0))
     with pytest.raises(ValueError, match="nu0=0.5 must be > D - 1 = 1"):
-        gmm.vb_gmm(x, 2, nu0=0.5)
+        gmm_vb.vb_gmm(x, 2, nu0=0.5)
     with pytest.raises(ValueError, match="alpha0=0.0 must be a finite number > 0"):
-        gmm.vb_gmm(x, 2, alpha0=0.0)
+        gmm_vb.vb_gmm(x, 2, alpha0=0.0)
