@@ -31,16 +31,13 @@ import torch
 from pyro.infer.autoguide import init_to_value
 from torch import Tensor
 
+from pyroext.models.gmm_em import check_gmm_data
+
 COVARIANCES = ("diagonal", "full")
 
 
 def _check(x: Tensor, k: int, covariance: str) -> None:
-    if x.dim() != 2:
-        raise ValueError(f"x must be a matrix (N, D); got shape {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
-        raise ValueError("x has NaN or infinite entries")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= x.shape[0]:
-        raise ValueError(f"k={k!r} must be an integer in [1, N={x.shape[0]}]")
+    check_gmm_data(x, k)
     if covariance not in COVARIANCES:
         raise ValueError(f"covariance={covariance!r} must be one of {', '.join(COVARIANCES)}")
 

@@ -65,15 +65,12 @@ class _Params(NamedTuple):
     covariances: Tensor
 
 
-def check_gmm_data(x: Tensor, k: int) -> Tensor:
-    """Validates mixture data and the number of components.
+def check_gmm_data(x: Tensor, k: int) -> None:
+    """Validates mixture data and the number of components (any floating dtype, no copy).
 
     Arguments:
         x: Data, shape ``(N, D)``, finite.
         k: Number of components, an integer in ``[1, N]``.
-
-    Returns:
-        ``x`` as float64.
 
     Raises:
         ValueError: If ``x`` is not a 2-D tensor with at least one row, holds NaN or inf, or
@@ -82,13 +79,11 @@ def check_gmm_data(x: Tensor, k: int) -> Tensor:
     if not isinstance(x, Tensor) or x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
         shape = tuple(getattr(x, "shape", ()))
         raise ValueError(f"x must be a 2-D tensor of shape (N, D), got shape {shape}")
-    x = x.double()
     if not bool(torch.isfinite(x).all()):
         raise ValueError("x must contain only finite values (found NaN or inf)")
     n = x.shape[0]
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
         raise ValueError(f"k={k} must be an integer in [1, N] = [1, {n}]")
-    return x
 
 
 def em(
@@ -150,7 +145,8 @@ def em(
         Arthur, D. & Vassilvitskii, S. (2007). k-means++: the advantages of careful seeding.
         SODA 2007, 1027-1035.
     """
-    x = check_gmm_data(x, k)
+    check_gmm_data(x, k)
+    x = x.double()
     _check_em_settings(restarts, max_iter, tol, init, reg_covar, prior, x.shape[1])
     generator = torch.Generator().manual_seed(seed)
     best: EMResult | None = None

@@ -95,7 +95,8 @@ def vb_gmm(
         Variational Mixture of Gaussians", eqs. 10.46-10.77. Springer.
         Attias, H. (2000). A variational Bayesian framework for graphical models. NIPS 12.
     """
-    x = check_gmm_data(x, k)
+    check_gmm_data(x, k)
+    x = x.double()
     hyper = _vb_hyper(x, alpha0, beta0, m0, w0, nu0)
     if max_iter < 1 or tol < 0:
         raise ValueError(f"max_iter={max_iter} must be >= 1 and tol={tol} must be >= 0")

@@ -94,10 +94,15 @@ def test_map_assignments_are_the_most_responsible_components(faithful):
 @pytest.mark.parametrize(
     "x, k, options, message",
     [
-        (torch.zeros(5, 2), 0, {}, r"k=0 must be an integer in \[1, N=5\]"),
-        (torch.zeros(5, 2), 6, {}, r"k=6 must be an integer in \[1, N=5\]"),
-        (torch.tensor([[0.0, float("nan")], [1.0, 2.0]]), 1, {}, "x has NaN or infinite"),
-        (torch.zeros(5), 1, {}, r"x must be a matrix \(N, D\)"),
+        (torch.zeros(5, 2), 0, {}, r"k=0 must be an integer in \[1, N\] = \[1, 5\]"),
+        (torch.zeros(5, 2), 6, {}, r"k=6 must be an integer in \[1, N\] = \[1, 5\]"),
+        (
+            torch.tensor([[0.0, float("nan")], [1.0, 2.0]]),
+            1,
+            {},
+            r"x must contain only finite values \(found NaN or inf\)",
+        ),
+        (torch.zeros(5), 1, {}, r"x must be a 2-D tensor of shape \(N, D\), got shape \(5,\)"),
         (torch.zeros(5, 2), 2, {"covariance": "tied"}, "covariance='tied' must be one of"),
     ],
 )
