@@ -103,8 +103,6 @@ class AutoDAIS(AutoMarkovGuide):
     def _transport(
         self, z0: Tensor, base: dist.Distribution, log_joint: Callable[[Tensor], Tensor]
     ) -> Transport:
-        if not self.K:
-            return Transport(z0, z0.new_zeros(z0.shape[:-1]), {})
         mass, damping = self.mass_matrix, self.gamma
         betas, step_sizes = self.schedule()
         state = DAISState(z0, torch.randn_like(z0) * mass.sqrt())

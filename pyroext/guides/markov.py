@@ -168,6 +168,7 @@ class AutoMarkovGuide(AutoContinuous):
         raise NotImplementedError
 
     def _transport(self, z0: Tensor, base: dist.Distribution, log_joint: Any) -> Transport:
+        """Runs the ``K >= 1`` Markov steps from the base draws ``z0``, ``(B, D)``."""
         raise NotImplementedError
 
     def base_distribution(self) -> dist.TorchDistribution:
@@ -232,12 +233,8 @@ class AutoMarkovGuide(AutoContinuous):
         else:
             nesting = self._max_plate_nesting
             latent = z.reshape((chains,) + (1,) * nesting + z.shape[-1:])
-        values, total = {}, z.new_zeros(chains)
-        for site, unconstrained in self._unpack_latent(latent):
-            transform = biject_to(site["fn"].support)
-            values[site["name"]] = value = transform(unconstrained)
-            jacobian = transform.log_abs_det_jacobian(unconstrained, value)
-            total = total + jacobian.reshape(chains, -1).sum(-1)
+        values, inverse_log_det = self._constrain(latent)
+        total = -inverse_log_det.reshape(chains)
         with poutine.block(), _own_plate_dims():
             trace = poutine.trace(poutine.condition(self.model, values)).get_trace(*args, **kwargs)
         self._check_observed(trace)
@@ -285,7 +282,10 @@ class AutoMarkovGuide(AutoContinuous):
         def log_joint(z: Tensor) -> Tensor:
             return self.log_joint(z, *args, **kwargs)
 
-        transport = self._transport(flat, base, log_joint)
+        if self.K:
+            transport = self._transport(flat, base, log_joint)
+        else:
+            transport = Transport(flat, flat.new_zeros(flat.shape[0]), {})
         if "log_weight" not in transport.sample_stats:
             with torch.no_grad():
                 log_weight = (
@@ -293,7 +293,9 @@ class AutoMarkovGuide(AutoContinuous):
                 )
             transport.sample_stats["log_weight"] = log_weight
         latent = transport.position.reshape(z0.shape)
-        values, log_det = self._constrain(latent, batch_shape)
+        values, log_det = self._constrain(latent)
+        if poutine.get_mask() is False:
+            log_det = torch.zeros_like(log_det)
         self.sample_stats = {k: v.detach() for k, v in transport.sample_stats.items()}
         correction = transport.log_density.reshape(batch_shape) + log_det
         pyro.sample(
@@ -311,16 +313,14 @@ class AutoMarkovGuide(AutoContinuous):
                 result[name] = pyro.sample(name, dist.Delta(value, event_dim=event_dim))
         return result
 
-    def _constrain(
-        self, latent: Tensor, batch_shape: torch.Size
-    ) -> tuple[dict[str, Tensor], Tensor]:
-        """Constrained values by site, and ``log|det dT^-1/dx|`` summed to ``batch_shape``."""
+    def _constrain(self, latent: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """Constrained values by site, and ``log|det dT^-1/dx|`` summed to the batch shape of
+        ``latent`` (the negative of the log-Jacobian of constraining)."""
+        batch_shape = latent.shape[:-1]
         values, log_det = {}, latent.new_zeros(batch_shape)
         for site, unconstrained in self._unpack_latent(latent):
             transform = biject_to(site["fn"].support)
             values[site["name"]] = value = transform(unconstrained)
-            if poutine.get_mask() is False:
-                continue
             term = transform.inv.log_abs_det_jacobian(value, unconstrained)
             term = sum_rightmost(term, term.dim() - value.dim() + site["fn"].event_dim)
             log_det = log_det + term.sum_to_size(batch_shape)
@@ -361,7 +361,7 @@ class AutoMarkovGuide(AutoContinuous):
         draws = self.sample_latents(QUANTILE_SAMPLES, *args, **kwargs)
         levels = torch.as_tensor(quantiles, dtype=draws.dtype, device=draws.device)
         latent = torch.quantile(draws, levels, dim=0)
-        values, _ = self._constrain(latent, latent.shape[:-1])
+        values, _ = self._constrain(latent)
         return values
 
     def median(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:

@@ -137,8 +137,6 @@ class AutoMetFlow(AutoMarkovGuide):
         self, z0: Tensor, base: dist.Distribution, log_joint: Callable[[Tensor], Tensor]
     ) -> Transport:
         log_q0 = base.log_prob(z0)
-        if not self.K:
-            return Transport(z0, torch.zeros_like(log_q0), {})
         state = MetFlowState(z0, log_joint(z0))
         log_density = torch.full_like(log_q0, self.K * math.log(2))
         choices = torch.zeros_like(log_q0)
@@ -153,10 +151,9 @@ class AutoMetFlow(AutoMarkovGuide):
                 logit,
                 self.acceptance,
             )
-            log_p_direction = torch.where(
-                info.forward, -nn.functional.softplus(-logit), -nn.functional.softplus(logit)
+            log_density = (
+                log_density - info.log_jacobian + info.log_prob_choice - info.log_prob_direction
             )
-            log_density = log_density - info.log_jacobian + info.log_prob_choice - log_p_direction
             choices = choices + info.log_prob_choice
             accept_probs.append(info.acceptance_prob)
             accepted.append(info.accepted)

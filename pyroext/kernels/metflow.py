@@ -37,6 +37,8 @@ class MetFlowInfo(NamedTuple):
         log_prob_choice: Log-probability of the discrete choices made, ``log P(direction) +
             log P(accept or reject | direction, position)``; the REINFORCE term of the guide
             differentiates it.
+        log_prob_direction: ``log P(direction)`` alone, the part of ``log_prob_choice`` that
+            the MetFlow authors' reverse model reuses.
         acceptance_prob: Probability ``alpha`` of accepting the proposal made (detached).
     """
 
@@ -44,6 +46,7 @@ class MetFlowInfo(NamedTuple):
     accepted: Tensor
     log_jacobian: Tensor
     log_prob_choice: Tensor
+    log_prob_direction: Tensor
     acceptance_prob: Tensor
 
 
@@ -108,6 +111,7 @@ def metflow_step(
         accepted=accepted,
         log_jacobian=torch.where(accepted, ldj, torch.zeros_like(ldj)),
         log_prob_choice=log_p_chosen + torch.where(accepted, log_accept, log_reject),
+        log_prob_direction=log_p_chosen,
         acceptance_prob=log_accept.detach().exp(),
     )
     return new_state, info
