@@ -26,8 +26,10 @@ from kernel_targets import (
 from torch import Tensor
 
 from pyroext.kernels import (
+    ConditionalCouplingFlow,
     DAISState,
     LangevinState,
+    MetFlowInfo,
     MetFlowState,
     dais_step,
     log_acceptance,
@@ -96,6 +98,27 @@ def test_dais_weight_is_unbiased(damping):
 METFLOW_CONTEXTS = as_tensor64([[0.3, -0.7], [-1.1, 0.4]])
 
 
+def _metflow_chain(
+    flow: ConditionalCouplingFlow,
+    state: MetFlowState,
+    log_target: Callable[[Tensor], Tensor],
+    rule: str,
+) -> tuple[MetFlowState, list[MetFlowInfo]]:
+    """One MetFlow step per context in METFLOW_CONTEXTS; the final state and each step's info."""
+    infos = []
+    for u in METFLOW_CONTEXTS:
+        state, info = metflow_step(
+            state,
+            log_target,
+            lambda x, u=u: flow(x, u),
+            lambda x, u=u: flow.inverse(x, u),
+            DIRECTION_LOGIT,
+            rule,
+        )
+        infos.append(info)
+    return state, infos
+
+
 def _metflow_log_weights(rule: str, num: int) -> tuple[Tensor, Tensor]:
     """MetFlow's extended-space log-weight with reverse model prod_k P(v_k) / 2.
 
@@ -107,18 +130,11 @@ def _metflow_log_weights(rule: str, num: int) -> tuple[Tensor, Tensor]:
     state = MetFlowState(z0, log_gamma(z0))
     log_w, log_jacobian = -BASE.log_prob(z0), torch.zeros(num, dtype=DT)
     with torch.no_grad():
-        for u in METFLOW_CONTEXTS:
-            state, info = metflow_step(
-                state,
-                log_gamma,
-                lambda x, u=u: flow(x, u),
-                lambda x, u=u: flow.inverse(x, u),
-                DIRECTION_LOGIT,
-                rule,
-            )
-            log_reverse = log_direction_prob(info.forward, DIRECTION_LOGIT) - math.log(2)
-            log_w = log_w + info.log_jacobian - info.log_prob_choice + log_reverse
-            log_jacobian = log_jacobian + info.log_jacobian
+        state, infos = _metflow_chain(flow, state, log_gamma, rule)
+    for info in infos:
+        log_reverse = log_direction_prob(info.forward, DIRECTION_LOGIT) - math.log(2)
+        log_w = log_w + info.log_jacobian - info.log_prob_choice + log_reverse
+        log_jacobian = log_jacobian + info.log_jacobian
     return log_w + state.log_density, log_jacobian
 
 
@@ -238,15 +254,8 @@ def test_metflow_pathwise_gradients_in_flow_parameters(rule):
         z = sample_mixture(16)
         state = MetFlowState(z, log_mixture(z))
         log_jacobian, log_choice, decisions = 0.0, 0.0, []
-        for u in METFLOW_CONTEXTS:
-            state, info = metflow_step(
-                state,
-                log_mixture,
-                lambda x, u=u: flow(x, u),
-                lambda x, u=u: flow.inverse(x, u),
-                DIRECTION_LOGIT,
-                rule,
-            )
+        _, infos = _metflow_chain(flow, state, log_mixture, rule)
+        for info in infos:
             log_jacobian = log_jacobian + info.log_jacobian.sum()
             log_choice = log_choice + info.log_prob_choice.sum()
             decisions += [info.forward, info.accepted]
