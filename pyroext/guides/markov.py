@@ -15,7 +15,7 @@ __all__ = ["AutoMarkovGuide", "Transport"]
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import pyro
 import pyro.distributions as dist
@@ -92,7 +92,7 @@ class AutoMarkovGuide(AutoContinuous):
             latents or with scaled (subsampled) sites.
     """
 
-    sample_stats_dims: dict[str, tuple[str, ...]] = {  # noqa: RUF012
+    sample_stats_dims: ClassVar[dict[str, tuple[str, ...]]] = {
         "acceptance_rate": ("step",),
         "accepted": ("step",),
         "step_size": ("step",),
