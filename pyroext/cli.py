@@ -3,15 +3,17 @@
 __all__ = ["main"]
 
 import argparse
+import inspect
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
 import pandas as pd
 
 from pyroext.diagnose import diagnose_run
-from pyroext.guides import GUIDES
 from pyroext.jobs import JOBS, run_demo
+from pyroext.jobs.gmm import GMM_GUIDES
 
 DEMO_FORMATS = {
     "seconds": "{:.1f}".format,
@@ -20,6 +22,8 @@ DEMO_FORMATS = {
     "elbo_gap": "{:.4f}".format,
     "kl_to_exact": "{:.4f}".format,
     "kl_mean_field_optimum": "{:.4f}".format,
+    "lppd": "{:.3f}".format,
+    "em_log_likelihood": "{:.3f}".format,
 }
 
 
@@ -28,8 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     fit = commands.add_parser("fit", help="fit a zoo model with SVI and write its outputs")
     fit.add_argument("model", choices=sorted(JOBS), help="zoo model")
-    fit.add_argument("--guide", default="mvn", choices=sorted(GUIDES), help="variational guide")
-    fit.add_argument("--steps", type=_positive_int, default=6000, help="SVI steps (>= 1)")
+    fit.add_argument(
+        "--guide", default="mvn", choices=sorted(GMM_GUIDES), help="variational guide"
+    )
+    fit.add_argument("--steps", type=_positive_int, default=None, help="SVI steps (>= 1)")
+    fit.add_argument("--data", default=None, help="dataset (default: the model's own)")
+    fit.add_argument("--k", type=_positive_int, default=None, help="mixture components (gmm)")
     fit.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     fit.add_argument("--seed", type=int, default=0, help="random seed")
     fit.add_argument("--out", default=None, help="output folder (default runs/<model>-<guide>)")
@@ -74,9 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     with pd.option_context("display.width", 120, "display.max_columns", 20):
         if args.command == "demo":
-            table = run_demo(args.out, steps=args.steps, progress=not args.no_progress)
+            tables = run_demo(args.out, steps=args.steps, progress=not args.no_progress)
             print("Bayesian linear regression on diabetes: SVI guides vs the exact posterior")
-            print(table.to_string(formatters=DEMO_FORMATS))
+            print(tables.linear_regression.to_string(formatters=DEMO_FORMATS))
+            print("\nGaussian mixture (K=2) on Old Faithful: SVI with enumeration vs EM")
+            print(tables.gmm.to_string(formatters=DEMO_FORMATS))
             print(f"outputs in {args.out}")
             return 0
         if args.command == "diagnose":
@@ -84,15 +94,25 @@ def _run(args: argparse.Namespace) -> int:
         out = args.out or f"runs/{args.model}-{args.guide}"
         fit = JOBS[args.model](
             args.guide,
-            steps=args.steps,
+            **_job_options(args),
             device=args.device,
             seed=args.seed,
             out=out,
             progress=not args.no_progress,
         )
         print(fit.summary.to_string(float_format=lambda v: f"{v:.4f}"))
-        print(f"KL(q || exact posterior) = {fit.kl:.4f} nats; outputs in {out}")
+        print(f"{fit.describe()}; outputs in {out}")
     return 0
+
+
+def _job_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options given on the command line, refusing those the model's job does not take."""
+    given = {"steps": args.steps, "data": args.data, "k": args.k}
+    accepted = inspect.signature(JOBS[args.model]).parameters
+    for name, value in given.items():
+        if value is not None and name not in accepted:
+            raise ValueError(f"--{name} does not apply to model {args.model!r}")
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def _diagnose(run_dir: str, out: str | None) -> int:

@@ -37,7 +37,7 @@ def test_fit_writes_outputs_and_prints_summary(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["fit", "ridge"], "invalid choice: 'ridge' (choose from 'linear-regression')"),
+        (["fit", "ridge"], "invalid choice: 'ridge' (choose from 'gmm', 'linear-regression')"),
         (["fit", "linear-regression", "--guide", "flow"], "invalid choice: 'flow' (choose from"),
         (["fit", "linear-regression", "--steps", "0"], "0 is not an integer >= 1"),
     ],
@@ -60,7 +60,13 @@ def test_demo_prints_gap_table(tmp_path, capsys):
     assert (gaussian["elbo_gap"] - gaussian["kl_to_exact"]).abs().lt(0.3).all()
     assert table.loc[["normal", "mvn"], "kl_to_exact"].gt(0).all()
     assert table.loc[["dais", "metflow"], "kl_to_exact"].isna().all()
-    assert "elbo_gap" in capsys.readouterr().out
+    gmm = pd.read_csv(tmp_path / "gmm.csv", index_col="guide")
+    assert list(gmm.index) == ["delta", "mean-field", "mvn"]
+    assert gmm["em_log_likelihood"].sub(-385.4607).abs().lt(1e-4).all()
+    assert (gmm["elbo"] < gmm["em_log_likelihood"]).all()
+    assert (tmp_path / "gmm-delta" / "clusters.png").exists()
+    printed = capsys.readouterr().out
+    assert "elbo_gap" in printed and "Old Faithful" in printed
 
 
 @pytest.mark.parametrize("guide", ["dais", "metflow"])

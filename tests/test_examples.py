@@ -13,6 +13,7 @@ EXAMPLES = Path(__file__).parents[1] / "examples"
     "example, expected",
     [
         ("linear_regression.py --steps 100", "KL(q || exact)"),
+        ("gmm.py --steps 50", "SVI mean-field, q(z_n) enumerated"),
         ("arviz_export.py --num-samples 50 --num-warmup 50 --steps 200 --out {tmp}", "elpd_loo"),
     ],
 )

@@ -1,5 +1,5 @@
 """The Pyro Gaussian mixture: the enumerated ELBO against the hand-written mixture density,
-SVI-MAP against scikit-learn's EM on Old Faithful, MAP assignments and input checks."""
+MAP assignments and input checks (SVI against EM and CAVI: test_gmm_svi.py)."""
 
 import functools
 
@@ -14,7 +14,6 @@ from pyro.infer.autoguide import AutoDelta
 from pyroext.data import load_faithful
 from pyroext.infer import run_svi
 from pyroext.models.gmm import gmm_model, init_from_data, mixture_log_likelihood, responsibilities
-from pyroext.models.gmm_em import em
 
 
 @pytest.fixture(scope="module")
@@ -59,22 +58,6 @@ def test_enumerated_elbo_is_the_log_joint_of_the_map_point(faithful, covariance)
         faithful, point["weights"], point["locs"], point["scales"], corr
     )
     assert elbo == pytest.approx((log_prior + log_lik).item(), rel=1e-8)
-
-
-@pytest.mark.slow
-def test_svi_map_reaches_the_em_optimum_on_old_faithful(faithful):
-    reference = em(faithful, 2)  # the plain-torch EM reference, log-likelihood -385.4607
-    em_log_lik = reference.log_likelihood
-    _, _, point = map_fit(faithful, 2, "full")
-    log_lik = mixture_log_likelihood(
-        faithful, point["weights"], point["locs"], point["scales"], point["corr_chol"]
-    ).item()
-    assert abs(log_lik - em_log_lik) < 1e-3 * abs(em_log_lik)
-    order = point["locs"][:, 0].argsort()
-    em_order = reference.means[:, 0].argsort()
-    locs = point["locs"][order]
-    assert torch.allclose(locs, reference.means[em_order], atol=0.01)
-    assert torch.allclose(point["weights"][order], reference.weights[em_order], atol=0.01)
 
 
 def test_map_assignments_are_the_most_responsible_components(faithful):

@@ -13,15 +13,19 @@ import torch.distributions as td
 from sklearn.mixture import GaussianMixture
 
 from pyroext.data import load_faithful
+from pyroext.jobs.gmm import (
+    SYNTHETIC_COVARIANCES,
+    SYNTHETIC_MEANS,
+    SYNTHETIC_WEIGHTS,
+    synthetic_mixture,
+)
 from pyroext.models import gmm_em, gmm_vb
 
 F64 = torch.float64
 N = 2000
-TRUE_WEIGHTS = torch.tensor([0.5, 0.3, 0.2], dtype=F64)
-TRUE_MEANS = torch.tensor([[-6.0, 0.0], [0.0, 5.0], [6.0, -2.0]], dtype=F64)
-TRUE_COVS = torch.tensor(
-    [[[1.0, 0.3], [0.3, 0.5]], [[0.6, -0.2], [-0.2, 1.2]], [[0.8, 0.0], [0.0, 0.3]]], dtype=F64
-)
+TRUE_WEIGHTS = torch.tensor(SYNTHETIC_WEIGHTS, dtype=F64)
+TRUE_MEANS = torch.tensor(SYNTHETIC_MEANS, dtype=F64)
+TRUE_COVS = torch.tensor(SYNTHETIC_COVARIANCES, dtype=F64)
 
 
 def _assert_non_decreasing(history: torch.Tensor) -> None:
@@ -49,11 +53,7 @@ def _sklearn(x: torch.Tensor, k: int) -> GaussianMixture:
 
 @pytest.fixture(scope="module")
 def synthetic() -> torch.Tensor:
-    generator = torch.Generator().manual_seed(123)
-    labels = torch.multinomial(TRUE_WEIGHTS, N, replacement=True, generator=generator)
-    noise = torch.randn(N, 2, generator=generator, dtype=F64)
-    chol = torch.linalg.cholesky(TRUE_COVS)[labels]
-    return TRUE_MEANS[labels] + (chol @ noise.unsqueeze(-1)).squeeze(-1)
+    return synthetic_mixture(N, dtype=F64).x
 
 
 @pytest.fixture(scope="module")
@@ -201,6 +201,8 @@ def test_bad_settings_raise() -> None:
     x = torch.randn(10, 2, dtype=F64)
     with pytest.raises(ValueError, match="dirichlet_concentration=0.5 must be >= 1"):
         gmm_em.em(x, 2, prior=gmm_em.GMMPrior(0.5, 0.0, 1.0))
+    with pytest.raises(ValueError, match=r"m0 must have shape \(D,\) = \(2,\), got \(3,\)"):
+        gmm_vb.vb_gmm(x, 2, m0=torch.zeros(3, dtype=F64))
     with pytest.raises(ValueError, match="nu0=0.5 must be > D - 1 = 1"):
         gmm_vb.vb_gmm(x, 2, nu0=0.5)
     with pytest.raises(ValueError, match="alpha0=0.0 must be a finite number > 0"):

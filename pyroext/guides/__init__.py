@@ -1,15 +1,17 @@
-"""Guides: pyroext's MCMC-in-guide autoguides, a name registry over them and Pyro's
-autoguides, and Gaussian moments."""
+"""Guides: pyroext's MCMC-in-guide autoguides, free categorical factors for local discrete
+latents, a name registry over them and Pyro's autoguides, and Gaussian moments."""
 
 __all__ = [
     "GUIDES",
     "AutoDAIS",
+    "AutoLocalCategorical",
     "AutoMarkovGuide",
     "AutoMetFlow",
     "gaussian_moments",
     "make_guide",
 ]
 
+from pyroext.guides.categorical import AutoLocalCategorical
 from pyroext.guides.dais import AutoDAIS
 from pyroext.guides.gaussian import gaussian_moments
 from pyroext.guides.markov import AutoMarkovGuide

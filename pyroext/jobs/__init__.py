@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pyroext.jobs.demo import run_demo
+from pyroext.jobs.gmm import fit_gmm
 from pyroext.jobs.linear_regression import fit_linear_regression
 
-JOBS: dict[str, Callable[..., Any]] = {"linear-regression": fit_linear_regression}
+JOBS: dict[str, Callable[..., Any]] = {"gmm": fit_gmm, "linear-regression": fit_linear_regression}

@@ -77,6 +77,10 @@ class LinearRegressionFit(NamedTuple):
     log_evidence: float
     elbo: float
 
+    def describe(self) -> str:
+        """One line comparing the fit with the exact posterior."""
+        return f"KL(q || exact posterior) = {self.kl:.4f} nats"
+
 
 def fit_linear_regression(
     guide: str = "mvn",
