@@ -120,6 +120,8 @@ def _diagnose(run_dir: str, out: str | None) -> int:
     print(report.summary.to_string())
     if report.khat is not None:
         print(f"Pareto k-hat of p/q: {report.khat.khat:.3f} ({report.khat.interpretation})")
+    if report.skipped is not None:
+        print(report.skipped)
     if report.loo is not None:
         print(f"elpd_loo {report.loo.elpd:.2f} (SE {report.loo.se:.2f}), p_loo {report.loo.p:.2f}")
     print("wrote", ", ".join(path.name for path in report.files))

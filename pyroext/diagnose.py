@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 import arviz_plots as azp
 import arviz_stats as azs
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import xarray as xr
 
@@ -28,12 +29,15 @@ class DiagnoseReport(NamedTuple):
         loo: PSIS-LOO (approximate-posterior corrected for variational fits), or None without
             a log_likelihood group.
         files: Every file written.
+        skipped: Why k-hat and LOO were not computed, if they were not (a point-mass guide,
+            e.g. MAP, has no spread to smooth).
     """
 
     summary: pd.DataFrame
     khat: KhatResult | None
     loo: Any
     files: list[Path]
+    skipped: str | None = None
 
 
 def save_datatree(dt: xr.DataTree, path: str | os.PathLike) -> Path:
@@ -58,7 +62,8 @@ def diagnose_run(
 
     Writes ``summary.csv``, ``khat.csv`` (variational fits), ``loo.csv`` and PNG plots:
     posterior distributions, trace and rank plots (MCMC, 2+ chains), posterior predictive,
-    LOO-PIT and Pareto k-hat.
+    LOO-PIT (when every observed value has its own log-likelihood term) and Pareto k-hat.
+    Summary and posterior plots cover the sampled variables when the export lists them.
 
     Arguments:
         run_dir: Folder holding ``posterior.nc`` (as written by ``pyroext fit``).
@@ -80,17 +85,22 @@ def diagnose_run(
     out.mkdir(parents=True, exist_ok=True)
     dt = xr.open_datatree(source, engine="h5netcdf")
     chains = dt["posterior"].sizes.get("chain", 1)
-    summary = azs.summary(dt, kind="all" if chains > 1 else "stats")
+    names = _sampled_variables(dt)
+    summary = azs.summary(dt, var_names=names, kind="all" if chains > 1 else "stats")
     files = [_write_csv(pd.DataFrame(summary), out / "summary.csv")]
-    variational = "lq" in dt.get("sample_stats", xr.DataTree()).data_vars
-    khat = vi_khat(dt) if variational else None
+    stats = dt.get("sample_stats", xr.DataTree()).data_vars
+    variational = "lq" in stats
+    skipped = None
+    if variational and float(stats["lq"].std()) == 0.0:
+        skipped = "the guide is a point mass (all draws equal): no k-hat or LOO"
+    khat = vi_khat(dt) if variational and skipped is None else None
     if khat is not None:
         files.append(_write_csv(_khat_table(khat), out / "khat.csv"))
-    loo = _loo(dt, variational)
+    loo = _loo(dt, variational) if skipped is None else None
     if loo is not None:
         files.append(_write_csv(_loo_table(loo), out / "loo.csv"))
-    files += _plots(dt, loo, chains, out)
-    return DiagnoseReport(summary, khat, loo, files)
+    files += _plots(dt, loo, chains, names, out)
+    return DiagnoseReport(summary, khat, loo, files, skipped)
 
 
 def _loo(dt: xr.DataTree, variational: bool) -> Any:
@@ -128,14 +138,25 @@ def _loo_table(loo: Any) -> pd.DataFrame:
     )
 
 
-def _plots(dt: xr.DataTree, loo: Any, chains: int, out: Path) -> list[Path]:
-    plots: dict[str, Callable[[], Any]] = {"posterior_dist": lambda: azp.plot_dist(dt)}
+def _sampled_variables(dt: xr.DataTree) -> list[str] | None:
+    """The posterior's sampled variables, when the export lists them: per-observation
+    deterministics (e.g. a mixture's responsibilities) would add a row and a panel per point."""
+    names = dt["posterior"].attrs.get("sampled_variables")
+    return [str(name) for name in np.atleast_1d(names)] if names is not None else None
+
+
+def _plots(
+    dt: xr.DataTree, loo: Any, chains: int, names: list[str] | None, out: Path
+) -> list[Path]:
+    plots: dict[str, Callable[[], Any]] = {
+        "posterior_dist": lambda: azp.plot_dist(dt, var_names=names)
+    }
     if chains > 1:  # trace and rank plots compare chains
-        plots["trace"] = lambda: azp.plot_trace_dist(dt)
-        plots["rank"] = lambda: azp.plot_rank(dt)
+        plots["trace"] = lambda: azp.plot_trace_dist(dt, var_names=names)
+        plots["rank"] = lambda: azp.plot_rank(dt, var_names=names)
     if {"posterior_predictive", "observed_data"} <= set(dt.children):
         plots["ppc"] = lambda: azp.plot_ppc_dist(dt)
-        if loo is not None:
+        if loo is not None and _scalar_observations(dt):
             plots["loo_pit"] = lambda: azp.plot_loo_pit(dt)
     if loo is not None:
         plots["khat"] = lambda: azp.plot_khat(loo)
@@ -145,6 +166,17 @@ def _plots(dt: xr.DataTree, loo: Any, chains: int, out: Path) -> list[Path]:
         written.append(out / f"{name}.png")
     plt.close("all")
     return written
+
+
+def _scalar_observations(dt: xr.DataTree) -> bool:
+    """Whether each observed value has its own log-likelihood term, as LOO-PIT needs (a
+    multivariate observation, e.g. a mixture's 2-D point, has one term for several values)."""
+    observed, pointwise = dt["observed_data"], dt["log_likelihood"]
+    return all(
+        set(observed[name].dims) == set(pointwise[name].dims) - {"chain", "draw"}
+        for name in pointwise.data_vars
+        if name in observed
+    )
 
 
 def _write_csv(table: pd.DataFrame, path: Path) -> Path:

@@ -96,6 +96,23 @@ def test_fit_gmm_command_writes_outputs(tmp_path, capsys):
     assert tree["posterior"]["responsibilities"].shape == (1, 1000, 272, 2)
     printed = capsys.readouterr().out
     assert "vs EM optimum -385.461" in printed
+    assert main(["diagnose", str(out)]) == 0
+    assert "the guide is a point mass" in capsys.readouterr().out  # MAP: no k-hat, no LOO
+    assert not (out / "diagnostics" / "khat.csv").exists()
+
+
+def test_diagnose_a_gmm_posterior(tmp_path):
+    out = tmp_path / "gmm"
+    argv = ["fit", "gmm", "--guide", "mvn", "--steps", "300", "--out", str(out)]
+    assert main([*argv, "--no-progress"]) == 0
+    assert main(["diagnose", str(out)]) == 0
+    diagnostics = out / "diagnostics"
+    summary = pd.read_csv(diagnostics / "summary.csv", index_col=0)
+    assert summary.index[0] == "weights[0]"
+    assert not summary.index.str.startswith("responsibilities").any()  # 544 rows left out
+    assert float(pd.read_csv(diagnostics / "khat.csv")["khat"].iloc[0]) < 0.7
+    # LOO-PIT needs one log-likelihood term per observed value; a 2-D point has one for two
+    assert (diagnostics / "ppc.png").exists() and not (diagnostics / "loo_pit.png").exists()
 
 
 def test_fit_gmm_with_the_mean_field_guide():
