@@ -14,6 +14,7 @@ EXAMPLES = Path(__file__).parents[1] / "examples"
     [
         ("linear_regression.py --steps 100", "KL(q || exact)"),
         ("gmm.py --steps 50", "SVI mean-field, q(z_n) enumerated"),
+        ("vae_estimators.py --steps 20 --draws 50", "variance ratio score-function"),
         ("arviz_export.py --num-samples 50 --num-warmup 50 --steps 200 --out {tmp}", "elpd_loo"),
     ],
 )
