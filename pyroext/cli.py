@@ -14,6 +14,7 @@ import pandas as pd
 from pyroext.diagnose import diagnose_run
 from pyroext.jobs import JOBS, run_demo
 from pyroext.jobs.gmm import GMM_GUIDES
+from pyroext.jobs.vae import VAE_GUIDES
 
 DEMO_FORMATS = {
     "seconds": "{:.1f}".format,
@@ -24,6 +25,8 @@ DEMO_FORMATS = {
     "kl_mean_field_optimum": "{:.4f}".format,
     "lppd": "{:.3f}".format,
     "em_log_likelihood": "{:.3f}".format,
+    "test_nll": "{:.2f}".format,
+    "test_elbo": "{:.2f}".format,
 }
 
 
@@ -33,11 +36,16 @@ def _parser() -> argparse.ArgumentParser:
     fit = commands.add_parser("fit", help="fit a zoo model with SVI and write its outputs")
     fit.add_argument("model", choices=sorted(JOBS), help="zoo model")
     fit.add_argument(
-        "--guide", default="mvn", choices=sorted(GMM_GUIDES), help="variational guide"
+        "--guide",
+        default=None,
+        choices=sorted({*GMM_GUIDES, *VAE_GUIDES}),
+        help="variational guide (default: the model's own; mvn for linear-regression and gmm)",
     )
     fit.add_argument("--steps", type=_positive_int, default=None, help="SVI steps (>= 1)")
     fit.add_argument("--data", default=None, help="dataset (default: the model's own)")
     fit.add_argument("--k", type=_positive_int, default=None, help="mixture components (gmm)")
+    fit.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (vae)")
+    fit.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (vae, mnist)")
     fit.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     fit.add_argument("--seed", type=int, default=0, help="random seed")
     fit.add_argument("--out", default=None, help="output folder (default runs/<model>-<guide>)")
@@ -87,13 +95,14 @@ def _run(args: argparse.Namespace) -> int:
             print(tables.linear_regression.to_string(formatters=DEMO_FORMATS))
             print("\nGaussian mixture (K=2) on Old Faithful: SVI with enumeration vs EM")
             print(tables.gmm.to_string(formatters=DEMO_FORMATS))
+            print("\nVAE on the embedded digits: test NLL (importance-sampled, k=1000) and ELBO")
+            print(tables.vae.to_string(formatters=DEMO_FORMATS))
             print(f"outputs in {args.out}")
             return 0
         if args.command == "diagnose":
             return _diagnose(args.run_dir, args.out)
-        out = args.out or f"runs/{args.model}-{args.guide}"
+        out = args.out or f"runs/{args.model}" + (f"-{args.guide}" if args.guide else "")
         fit = JOBS[args.model](
-            args.guide,
             **_job_options(args),
             device=args.device,
             seed=args.seed,
@@ -107,11 +116,19 @@ def _run(args: argparse.Namespace) -> int:
 
 def _job_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options given on the command line, refusing those the model's job does not take."""
-    given = {"steps": args.steps, "data": args.data, "k": args.k}
+    given = {
+        "guide": args.guide,
+        "steps": args.steps,
+        "data": args.data,
+        "k": args.k,
+        "epochs": args.epochs,
+        "data_dir": args.data_dir,
+    }
     accepted = inspect.signature(JOBS[args.model]).parameters
     for name, value in given.items():
         if value is not None and name not in accepted:
-            raise ValueError(f"--{name} does not apply to model {args.model!r}")
+            option = name.replace("_", "-")
+            raise ValueError(f"--{option} does not apply to model {args.model!r}")
     return {name: value for name, value in given.items() if value is not None}
 
 

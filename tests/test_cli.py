@@ -37,7 +37,10 @@ def test_fit_writes_outputs_and_prints_summary(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["fit", "ridge"], "invalid choice: 'ridge' (choose from 'gmm', 'linear-regression')"),
+        (
+            ["fit", "ridge"],
+            "invalid choice: 'ridge' (choose from 'gmm', 'linear-regression', 'vae')",
+        ),
         (["fit", "linear-regression", "--guide", "flow"], "invalid choice: 'flow' (choose from"),
         (["fit", "linear-regression", "--steps", "0"], "0 is not an integer >= 1"),
     ],
@@ -65,8 +68,11 @@ def test_demo_prints_gap_table(tmp_path, capsys):
     assert gmm["em_log_likelihood"].sub(-385.4607).abs().lt(1e-4).all()
     assert (gmm["elbo"] < gmm["em_log_likelihood"]).all()
     assert (tmp_path / "gmm-delta" / "clusters.png").exists()
+    vae = pd.read_csv(tmp_path / "vae.csv", index_col="objective")
+    assert list(vae.index) == ["trace (k=1)", "iwae (k=5)"]
+    assert (vae["test_nll"] < -vae["test_elbo"]).all()  # log p(x) is above the ELBO
     printed = capsys.readouterr().out
-    assert "elbo_gap" in printed and "Old Faithful" in printed
+    assert "elbo_gap" in printed and "Old Faithful" in printed and "VAE" in printed
 
 
 @pytest.mark.parametrize("guide", ["dais", "metflow"])

@@ -1,12 +1,12 @@
 """Tests of the embedded datasets and of MNIST loading from tiny IDX files written here."""
 
-import struct
 from pathlib import Path
 
 import pytest
 import sklearn.datasets
 import torch
 import torchvision
+from idx_files import write_split
 from torch.utils.data import DataLoader
 
 from pyroext.data import (
@@ -84,13 +84,6 @@ def test_faithful_standardized() -> None:
 N_TRAIN, N_TEST = 5, 3
 
 
-def _write_idx(path: Path, array: torch.Tensor) -> None:
-    # IDX: two zero bytes, type code 0x08 (uint8), number of dims, big-endian int32 dims.
-    magic = 0x0800 | array.dim()
-    header = struct.pack(f">{array.dim() + 1}i", magic, *array.shape)
-    path.write_bytes(header + array.to(torch.uint8).numpy().tobytes())
-
-
 def _images(n: int, offset: int) -> torch.Tensor:
     """Checkerboards of 0 and 255; image i has 28 grey levels in row 3 + i, starting 127, 128."""
     rows, cols = torch.meshgrid(torch.arange(28), torch.arange(28), indexing="ij")
@@ -102,11 +95,6 @@ def _images(n: int, offset: int) -> torch.Tensor:
     return images
 
 
-def _write_split(raw: Path, split: str, images: torch.Tensor, labels: torch.Tensor) -> None:
-    _write_idx(raw / f"{split}-images-idx3-ubyte", images)
-    _write_idx(raw / f"{split}-labels-idx1-ubyte", labels)
-
-
 @pytest.fixture
 def mnist_root(tmp_path: Path) -> dict[str, object]:
     """Writes tiny MNIST and Fashion-MNIST folders under ``tmp_path``; returns their contents."""
@@ -116,8 +104,8 @@ def mnist_root(tmp_path: Path) -> dict[str, object]:
         raw.mkdir(parents=True)
         train = (_images(N_TRAIN, shift), (torch.arange(N_TRAIN) + shift) % 10)
         test = (_images(N_TEST, shift + N_TRAIN), (torch.arange(N_TEST) * 3 + shift) % 10)
-        _write_split(raw, "train", *train)
-        _write_split(raw, "t10k", *test)
+        write_split(raw, "train", *train)
+        write_split(raw, "t10k", *test)
         contents[folder] = {"train": train, "test": test}
     return contents
 
@@ -212,7 +200,7 @@ def test_missing_test_split_reported_when_reading_train(tmp_path: Path) -> None:
     # torchvision needs all four files even for one split, so the check does too.
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    _write_split(raw, "train", _images(N_TRAIN, 0), torch.arange(N_TRAIN))
+    write_split(raw, "train", _images(N_TRAIN, 0), torch.arange(N_TRAIN))
     with pytest.raises(FileNotFoundError, match="missing: t10k-images-idx3-ubyte, t10k-labels"):
         load_mnist(tmp_path)
 

@@ -8,5 +8,10 @@ from typing import Any
 from pyroext.jobs.demo import run_demo
 from pyroext.jobs.gmm import fit_gmm
 from pyroext.jobs.linear_regression import fit_linear_regression
+from pyroext.jobs.vae import fit_vae
 
-JOBS: dict[str, Callable[..., Any]] = {"gmm": fit_gmm, "linear-regression": fit_linear_regression}
+JOBS: dict[str, Callable[..., Any]] = {
+    "gmm": fit_gmm,
+    "linear-regression": fit_linear_regression,
+    "vae": fit_vae,
+}
