@@ -143,8 +143,11 @@ class VAE(nn.Module):
     """Model and amortised guide of a VAE with Bernoulli pixels.
 
     Use ``vae.model`` and ``vae.guide`` with any Pyro ELBO; both take a batch ``x`` of shape
-    ``(B, D)`` with values in ``{0, 1}`` (or ``[0, 1]``) and the dataset size ``num_data``
-    (``B`` if omitted), and broadcast over vectorised particles.
+    ``(B, D)`` with values in ``{0, 1}`` and the dataset size ``num_data`` (``B`` if omitted),
+    and broadcast over vectorised particles. The networks are registered with
+    ``update_module_params=True``, so that a param store restored from a checkpoint becomes
+    the networks' weights (without it, the modules keep their fresh weights and the restored
+    tensors, which the optimiser steps, never reach the forward pass).
 
     Arguments:
         encoder: Maps ``x`` to ``(mu, sigma)``.
@@ -171,7 +174,7 @@ class VAE(nn.Module):
     def model(self, x: Tensor, num_data: int | None = None) -> None:
         """``p(z) p(x | z)`` over the batch, scaled to ``num_data`` images."""
         _check_batch(x, num_data)
-        pyro.module("decoder", self.decoder)
+        pyro.module("decoder", self.decoder, update_module_params=True)
         with _data_plate(x, num_data):
             z = pyro.sample("z", self.prior(x))
             logits = self.decoder(z)
@@ -180,7 +183,7 @@ class VAE(nn.Module):
     def guide(self, x: Tensor, num_data: int | None = None) -> None:
         """``q(z | x)``, the encoder's diagonal Gaussian."""
         _check_batch(x, num_data)
-        pyro.module("encoder", self.encoder)
+        pyro.module("encoder", self.encoder, update_module_params=True)
         with _data_plate(x, num_data):
             loc, scale = self.encoder(x)
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))

@@ -14,7 +14,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from pyroext.data import BinarizedImages, load_digits, load_mnist
-from pyroext.infer import SVIResult, run_svi
+from pyroext.infer import FusedOptim, SVIResult, run_svi
 from pyroext.infer.device import resolve_device
 from pyroext.jobs.vae_figure import plot_reconstructions
 from pyroext.models.vae import (
@@ -144,7 +144,7 @@ def fit_vae(
         epochs: Passes over the training images; 50 for digits, 10 for MNIST by default.
         steps: Optimiser steps instead of ``epochs`` (the CLI's ``--steps``).
         batch_size: Images per step.
-        lr_init: Adam learning rate.
+        lr_init: Adam learning rate (one fused torch Adam, :class:`~pyroext.infer.FusedOptim`).
         num_samples: Importance samples of the test log-likelihood; 1000 for digits, 5000
             (Burda et al.) for MNIST by default.
         device: Torch device.
@@ -184,7 +184,7 @@ def fit_vae(
         batch_args=lambda batch: (batch[0],),
         model_kwargs={"num_data": len(dataset.train)},
         num_steps=total_steps,
-        optim=pyro.optim.Adam({"lr": lr_init}),
+        optim=FusedOptim(torch.optim.Adam, {"lr": lr_init}),
         loss=vae_loss(objective, num_particles),
         device=target,
         seed=seed,

@@ -1,0 +1,142 @@
+"""Seconds per epoch of the pyroext VAE against a hand-written PyTorch VAE (issue 6, table 1).
+
+All use the same modules (784-200-200-50 MLP, tanh), the same dynamically binarised MNIST
+DataLoader (batch 100, shuffled), Adam(lr=1e-3) and one reparameterised draw per image: the
+PyTorch loop computes ``-(log p(x | z) + log p(z) - log q(z | x))`` scaled to the dataset
+itself; pyroext runs ``run_svi`` with ``Trace_ELBO``, once with :class:`FusedOptim` (one
+torch Adam) and once with ``pyro.optim.Adam`` (one torch Adam per parameter). Timings
+interleave the configurations, ``--repeats`` times, over ``--steps`` steps each (600 steps are
+one MNIST epoch), and report the median.
+
+    python benchmarks/vae_overhead.py --data-dir ../shared/data [--steps 600] [--device cpu]
+        [--no-validation]
+"""
+
+import argparse
+import functools
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterator
+
+import pyro
+import torch
+from torch.distributions import Bernoulli, Normal
+from torch.utils.data import DataLoader
+
+import pyroext
+from pyroext.data import load_mnist
+from pyroext.infer import FusedOptim, run_svi
+from pyroext.models.vae import VAE, MLPDecoder, MLPEncoder, vae_loss
+
+LATENT, BATCH = 50, 100
+
+
+def make_vae(device: str) -> VAE:
+    torch.manual_seed(0)
+    return VAE(MLPEncoder(784, LATENT), MLPDecoder(LATENT, 784), LATENT).to(device)
+
+
+def plain_torch(loader: DataLoader, steps: int, device: str) -> None:
+    vae = make_vae(device)
+    optim = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    scale = len(loader.dataset) / BATCH
+    for x, _ in _batches(loader, steps):
+        x = x.to(device, non_blocking=True)
+        loc, sd = vae.encoder(x)
+        z = loc + sd * torch.randn_like(loc)
+        log_lik = Bernoulli(logits=vae.decoder(z)).log_prob(x).sum()
+        log_ratio = Normal(0.0, 1.0).log_prob(z).sum() - Normal(loc, sd).log_prob(z).sum()
+        loss = -scale * (log_lik + log_ratio)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+
+
+def pyroext_vae(loader: DataLoader, steps: int, device: str, fused: bool = True) -> None:
+    vae = make_vae(device)
+    optim = FusedOptim(torch.optim.Adam, {"lr": 1e-3}) if fused else pyro.optim.Adam({"lr": 1e-3})
+    pyro.clear_param_store()
+    run_svi(
+        vae.model,
+        vae.guide,
+        data=loader,
+        batch_args=lambda batch: (batch[0],),
+        model_kwargs={"num_data": len(loader.dataset)},
+        num_steps=steps,
+        optim=optim,
+        loss=vae_loss("trace"),
+        device=device,
+        progress=False,
+    )
+
+
+def _batches(loader: DataLoader, steps: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    taken = 0
+    while True:
+        for batch in loader:
+            if taken == steps:
+                return
+            taken += 1
+            yield batch
+
+
+def seconds(
+    fn: Callable[[DataLoader, int, str], None], loader: DataLoader, args: argparse.Namespace
+) -> float:
+    fn(loader, 20, args.device)  # warm-up: allocator, lazy set-up
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn(loader, args.steps, args.device)
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    train = load_mnist(args.data_dir, train=True)
+    loader = DataLoader(train, batch_size=BATCH, shuffle=True, drop_last=True)
+    configs = {
+        "plain PyTorch": plain_torch,
+        "pyroext run_svi, Trace_ELBO, FusedOptim(Adam)": pyroext_vae,
+        "pyroext run_svi, Trace_ELBO, pyro.optim.Adam": functools.partial(
+            pyroext_vae, fused=False
+        ),
+    }
+    pyro.enable_validation(args.validation)
+    times = {name: [] for name in configs}
+    for _ in range(args.repeats):
+        for name, fn in configs.items():
+            times[name].append(seconds(fn, loader, args))
+    epoch = len(loader) / args.steps
+    versions = f"torch {torch.__version__}, pyro {pyro.__version__}, pyroext {pyroext.__version__}"
+    checks = "on" if args.validation else "off"
+    print(f"# {platform.machine()}, {args.threads} threads, {args.device}, validation {checks}")
+    print(f"# {versions}")
+    print(
+        f"# {args.steps} steps x {args.repeats} repeats, scaled to one epoch ({len(loader)} steps)"
+    )
+    print("| implementation | s/epoch (median) | ratio to plain PyTorch |")
+    print("|---|---|---|")
+    base = statistics.median(times["plain PyTorch"])
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"| {name} | {median * epoch:.2f} | {median / base:.3f} |")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument("--data-dir", required=True, help="folder holding MNIST/raw")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--validation",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Pyro/torch distribution argument checks (on by default in Pyro)",
+    )
+    main(parser.parse_args())
