@@ -14,6 +14,8 @@ __all__ = [
     "ConvEncoder",
     "MLPDecoder",
     "MLPEncoder",
+    "check_batch",
+    "data_plate",
     "vae_loss",
 ]
 
@@ -173,29 +175,31 @@ class VAE(nn.Module):
 
     def model(self, x: Tensor, num_data: int | None = None) -> None:
         """``p(z) p(x | z)`` over the batch, scaled to ``num_data`` images."""
-        _check_batch(x, num_data)
+        check_batch(x, num_data)
         pyro.module("decoder", self.decoder, update_module_params=True)
-        with _data_plate(x, num_data):
+        with data_plate(x, num_data):
             z = pyro.sample("z", self.prior(x))
             logits = self.decoder(z)
             pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
 
     def guide(self, x: Tensor, num_data: int | None = None) -> None:
         """``q(z | x)``, the encoder's diagonal Gaussian."""
-        _check_batch(x, num_data)
+        check_batch(x, num_data)
         pyro.module("encoder", self.encoder, update_module_params=True)
-        with _data_plate(x, num_data):
+        with data_plate(x, num_data):
             loc, scale = self.encoder(x)
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
 
-def _data_plate(x: Tensor, num_data: int | None) -> pyro.plate:
-    # The batch is the subsample: the plate scales its log-densities by num_data / B.
+def data_plate(x: Tensor, num_data: int | None) -> pyro.plate:
+    """The ``"data"`` plate of a batch ``x``: the batch is the subsample, so the plate scales
+    log-densities by ``num_data / B``."""
     indices = torch.arange(x.shape[0], device=x.device)
     return pyro.plate("data", num_data or x.shape[0], subsample=indices)
 
 
-def _check_batch(x: Tensor, num_data: int | None) -> None:
+def check_batch(x: Tensor, num_data: int | None) -> None:
+    """Raises ValueError unless ``x`` is a ``(B, D)`` batch and ``num_data >= B``."""
     if x.ndim != 2:
         raise ValueError(f"x must be a batch of flat images (B, D), got shape {tuple(x.shape)}")
     if num_data is not None and num_data < x.shape[0]:
