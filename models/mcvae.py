@@ -93,7 +93,7 @@ class LangevinVAE(VAE):
         loc, scale = self.encoder(x)
         base = dist.Normal(loc, scale).to_event(1)
         with data_plate(x, num_data):
-            z0 = pyro.sample("z0", base)
+            z0 = pyro.sample("z0", base, infer={"is_auxiliary": True})
             z, log_density = self._transport(x, z0, base)
             pyro.sample("z", dist.Delta(z, log_density=log_density, event_dim=1))
 
