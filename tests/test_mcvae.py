@@ -1,5 +1,5 @@
-"""L-MCVAE: the guide's importance weights are unbiased for p(x), checked against quadrature on
-a one-dimensional latent, and training improves the bound over the plain VAE guide."""
+"""L-MCVAE and A-MCVAE: the guides' importance weights are unbiased for p(x), checked against
+quadrature on a one-dimensional latent."""
 
 import math
 
@@ -8,14 +8,14 @@ import pytest
 import torch
 from pyro import poutine
 
-from pyroext.models.mcvae import LangevinVAE
+from pyroext.models.mcvae import AnnealedVAE, LangevinVAE
 from pyroext.models.vae import MLPDecoder, MLPEncoder
 
 
-def tiny(num_steps=3, step_size=0.05):
+def tiny(cls=LangevinVAE, num_steps=3, step_size=0.05):
     torch.manual_seed(0)
     encoder, decoder = MLPEncoder(4, 1, (5,)), MLPDecoder(1, 4, (5,))
-    return LangevinVAE(encoder, decoder, 1, num_steps=num_steps, step_size=step_size).double()
+    return cls(encoder, decoder, 1, num_steps=num_steps, step_size=step_size).double()
 
 
 def log_weights(vae, x, particles):
@@ -34,8 +34,9 @@ def exact_log_evidence(vae, x):
     return torch.logsumexp(log_joint, 0) + math.log(grid[1, 0] - grid[0, 0])
 
 
-def test_importance_weights_are_unbiased_for_the_evidence():
-    vae = tiny()
+@pytest.mark.parametrize("cls", [LangevinVAE, AnnealedVAE])
+def test_importance_weights_are_unbiased_for_the_evidence(cls):
+    vae = tiny(cls)
     x = torch.tensor([[1.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 0.0]], dtype=torch.float64)
     torch.manual_seed(1)
     weights = log_weights(vae, x, 40_000).exp()
@@ -45,8 +46,9 @@ def test_importance_weights_are_unbiased_for_the_evidence():
     assert torch.all(mcse < 0.02 * evidence)  # the check has power
 
 
-def test_steps_move_the_draws_and_their_weights():
-    vae = tiny()
+@pytest.mark.parametrize("cls", [LangevinVAE, AnnealedVAE])
+def test_steps_move_the_draws_and_their_weights(cls):
+    vae = tiny(cls)
     x = torch.tensor([[1.0, 0.0, 1.0, 1.0]], dtype=torch.float64)
     with torch.no_grad():
         trace = poutine.trace(vae.guide).get_trace(x)
@@ -65,3 +67,17 @@ def test_steps_move_the_draws_and_their_weights():
 def test_bad_options(options, message):
     with pytest.raises(ValueError, match=message):
         LangevinVAE(MLPEncoder(4, 1), MLPDecoder(1, 4), 1, **options)
+
+
+def test_annealed_guide_gets_the_score_gradient_of_its_accept_choices():
+    """The DiCE term leaves the bound's value alone but gives the step sizes a gradient
+    through log P(accept) as well as through the moves."""
+    vae = tiny(AnnealedVAE)
+    x = torch.tensor([[1.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 0.0]], dtype=torch.float64)
+    torch.manual_seed(3)
+    with pyro.plate("particles", 8, dim=-2):
+        trace = poutine.trace(vae.guide).get_trace(x)
+    node = trace.nodes["z"]
+    log_density = node["fn"].log_density
+    (grad,) = torch.autograd.grad(log_density.sum(), vae.schedule.raw_step, retain_graph=True)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0

@@ -48,7 +48,10 @@ def test_fit_vae_reads_mnist_files(tmp_path):
         ({"latent_dim": 0}, "latent_dim=0 must be an integer >= 1"),
         ({"num_particles": 0}, "num_particles=0 must be an integer >= 1"),
         ({"lr_init": -1.0}, "lr_init=-1.0 must be a finite number > 0"),
-        ({"guide": "metflow"}, "guide='metflow' is unknown; valid values: normal, langevin"),
+        (
+            {"guide": "metflow"},
+            "guide='metflow' is unknown; valid values: normal, langevin, annealed",
+        ),
         (
             {"guide": "langevin", "objective": "analytic"},
             "objective='analytic' needs the normal guide",
@@ -61,8 +64,9 @@ def test_bad_options_are_refused_before_training(options, message, monkeypatch):
         fit_vae(**options)
 
 
-def test_fit_vae_with_the_langevin_guide(tmp_path):
-    argv = ["fit", "vae", "--guide", "langevin", "--steps", "30", "--out", str(tmp_path)]
+@pytest.mark.parametrize("guide", ["langevin", "annealed"])
+def test_fit_vae_with_an_mcmc_guide(guide, tmp_path):
+    argv = ["fit", "vae", "--guide", guide, "--steps", "30", "--out", str(tmp_path)]
     assert main([*argv, "--no-progress"]) == 0
     summary = pd.read_csv(tmp_path / "summary.csv", index_col="metric")["value"]
     assert summary["test_nll"] < -summary["test_elbo"]

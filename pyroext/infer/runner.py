@@ -109,6 +109,9 @@ def run_svi(
             the end.
         checkpoint_every: Steps between checkpoints (>= 1).
         resume: Continue from ``checkpoint``; the run then matches an uninterrupted one.
+            Networks registered with ``pyro.module`` inside the model or guide must pass
+            ``update_module_params=True``: the restored param store then becomes their weights
+            (otherwise they keep fresh weights that the optimiser never steps).
         convergence: Optional early-stopping rule on the smoothed loss.
 
     Returns:

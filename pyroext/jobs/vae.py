@@ -17,7 +17,7 @@ from pyroext.data import BinarizedImages, load_digits, load_mnist
 from pyroext.infer import FusedOptim, SVIResult, run_svi
 from pyroext.infer.device import resolve_device
 from pyroext.jobs.vae_figure import plot_reconstructions
-from pyroext.models.mcvae import LangevinVAE
+from pyroext.models.mcvae import AnnealedVAE, LangevinVAE
 from pyroext.models.vae import (
     OBJECTIVES,
     VAE,
@@ -31,8 +31,9 @@ from pyroext.models.vae_eval import importance_log_likelihood
 from pyroext.report import write_fit_outputs
 
 VAE_DATASETS = ("digits", "mnist")
-VAE_GUIDES = ("normal", "langevin")
+VAE_GUIDES = ("normal", "langevin", "annealed")
 LANGEVIN_STEPS = 5
+MCMC_GUIDES = {"langevin": LangevinVAE, "annealed": AnnealedVAE}
 NETWORKS = ("mlp", "conv")
 DIGITS_TRAIN = 1500
 # Per dataset: latent size, epochs and importance samples of the test log-likelihood.
@@ -138,7 +139,8 @@ def fit_vae(
 
     Arguments:
         guide: A name from :data:`VAE_GUIDES`: ``normal``, the encoder's diagonal Gaussian;
-            ``langevin``, L-MCVAE (:class:`~pyroext.models.mcvae.LangevinVAE`, 5 ULA steps).
+            ``langevin``, L-MCVAE (:class:`~pyroext.models.mcvae.LangevinVAE`, 5 ULA steps);
+            ``annealed``, A-MCVAE (:class:`~pyroext.models.mcvae.AnnealedVAE`, 5 MALA steps).
         data: ``digits`` (embedded) or ``mnist`` (needs ``data_dir``).
         data_dir: Folder holding ``MNIST/raw``.
         network: ``mlp`` (hidden layers 200-200, tanh, as Burda et al.) or ``conv``.
@@ -233,7 +235,7 @@ def _check_options(guide: str, network: str, objective: str, lr_init: float) -> 
             raise ValueError(f"{name}={value!r} is unknown; valid values: {', '.join(valid)}")
     if not (math.isfinite(lr_init) and lr_init > 0):
         raise ValueError(f"lr_init={lr_init} must be a finite number > 0")
-    if guide == "langevin" and objective == "analytic":
+    if guide in MCMC_GUIDES and objective == "analytic":
         # TraceMeanField_ELBO drops Delta.log_density (Pyro 1.9): the bound would be wrong.
         raise ValueError("objective='analytic' needs the normal guide; use 'trace' or 'iwae'")
 
@@ -254,8 +256,8 @@ def _build(guide: str, network: str, dataset: VAEData, latent_dim: int) -> VAE:
     else:
         pixels = math.prod(dataset.image_shape)
         encoder, decoder = MLPEncoder(pixels, latent_dim), MLPDecoder(latent_dim, pixels)
-    if guide == "langevin":
-        return LangevinVAE(encoder, decoder, latent_dim, num_steps=LANGEVIN_STEPS)
+    if guide in MCMC_GUIDES:
+        return MCMC_GUIDES[guide](encoder, decoder, latent_dim, num_steps=LANGEVIN_STEPS)
     return VAE(encoder, decoder, latent_dim)
 
 
