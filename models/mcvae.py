@@ -84,12 +84,6 @@ class LangevinVAE(VAE):
         super().__init__(encoder, decoder, latent_dim)
         self.schedule = LangevinSchedule(num_steps, step_size, eta_max)
 
-    def log_joint(self, x: Tensor, z: Tensor) -> Tensor:
-        """``log p(z) + log p(x | z)`` per image, shape ``z.shape[:-1]``."""
-        log_prior = self.prior(z).log_prob(z)
-        logits = self.decoder(z)
-        return log_prior + dist.Bernoulli(logits=logits).to_event(1).log_prob(x)
-
     def guide(self, x: Tensor, num_data: int | None = None) -> None:
         """``z_0 ~ q0(z | x)``, then ``K`` ULA steps; emits ``z_0`` and ``z = z_K``."""
         check_batch(x, num_data)

@@ -173,6 +173,11 @@ class VAE(nn.Module):
         zeros = like.new_zeros(self.latent_dim)
         return dist.Normal(zeros, 1.0).to_event(1)
 
+    def log_joint(self, x: Tensor, z: Tensor) -> Tensor:
+        """``log p(z) + log p(x | z)`` per image, shape ``z.shape[:-1]`` (unscaled)."""
+        likelihood = dist.Bernoulli(logits=self.decoder(z)).to_event(1)
+        return self.prior(z).log_prob(z) + likelihood.log_prob(x)
+
     def model(self, x: Tensor, num_data: int | None = None) -> None:
         """``p(z) p(x | z)`` over the batch, scaled to ``num_data`` images."""
         check_batch(x, num_data)

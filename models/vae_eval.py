@@ -11,7 +11,7 @@ import math
 
 import torch
 from torch import Tensor
-from torch.distributions import Bernoulli, Normal
+from torch.distributions import Normal
 
 from pyroext.models.vae import VAE
 
@@ -32,10 +32,7 @@ def log_importance_weights(vae: VAE, x: Tensor, z: Tensor) -> Tensor:
 
 
 def _log_weights(vae: VAE, x: Tensor, z: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
-    log_q = Normal(loc, scale).log_prob(z).sum(-1)
-    log_prior = Normal(torch.zeros_like(z), 1.0).log_prob(z).sum(-1)
-    log_lik = Bernoulli(logits=vae.decoder(z)).log_prob(x).sum(-1)
-    return log_prior + log_lik - log_q
+    return vae.log_joint(x, z) - Normal(loc, scale).log_prob(z).sum(-1)
 
 
 @torch.no_grad()
