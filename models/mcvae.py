@@ -98,22 +98,46 @@ class LangevinVAE(VAE):
 
     def _transport(self, x: Tensor, z0: Tensor, base: dist.Distribution) -> tuple[Tensor, Tensor]:
         """Runs the ULA steps; returns ``z_K`` and ``sum_k log m_k - log r_k``."""
+        target = _AnnealedTarget(self, x, base)
         z, log_density = z0, torch.zeros(z0.shape[:-1], dtype=z0.dtype, device=z0.device)
         etas, betas = self.schedule.step_sizes(), self.schedule.betas()
         for eta, beta in zip(etas.to(z0.dtype), betas.to(z0.dtype), strict=True):
-
-            def target(z: Tensor, beta: Tensor = beta) -> Tensor:
-                return (1 - beta) * base.log_prob(z) + beta * self.log_joint(x, z)
-
-            def target_and_grad(
-                z: Tensor, target: Callable[[Tensor], Tensor] = target
-            ) -> tuple[Tensor, Tensor]:
-                return value_and_grad(target, z)
-
-            # each step has its own target, so the start is scored under it afresh
-            state, info = ula_step(LangevinState(z, *target_and_grad(z)), target_and_grad, eta)
+            at_beta = target.at(beta)
+            state, info = ula_step(LangevinState(z, *at_beta(z)), at_beta, eta)
             z, log_density = state.position, log_density - info.log_weight_increment
         return z, log_density
+
+
+class _AnnealedTarget:
+    """``(1 - beta) log q0(z | x) + beta log p(x, z)`` and its gradient, from the two terms
+    and their gradients at the last position scored. A position is scored once: the next
+    temperature, and the AIS weight, reuse its terms instead of new network passes."""
+
+    def __init__(self, vae: VAE, x: Tensor, base: dist.Distribution) -> None:
+        self.vae, self.x, self.base = vae, x, base
+        self.position: Tensor | None = None
+        self.terms: tuple[Tensor, ...] = ()
+
+    def log_q_and_p(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """``log q0(z | x)`` and ``log p(x, z)``."""
+        log_q, log_p, _, _ = self._terms(z)
+        return log_q, log_p
+
+    def at(self, beta: Tensor) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+        """The target at temperature ``beta``, as a value-and-gradient function."""
+
+        def value_and_grad(z: Tensor) -> tuple[Tensor, Tensor]:
+            log_q, log_p, grad_q, grad_p = self._terms(z)
+            return (1 - beta) * log_q + beta * log_p, (1 - beta) * grad_q + beta * grad_p
+
+        return value_and_grad
+
+    def _terms(self, z: Tensor) -> tuple[Tensor, ...]:
+        if z is not self.position:
+            log_q, grad_q = value_and_grad(self.base.log_prob, z)
+            log_p, grad_p = value_and_grad(lambda v: self.vae.log_joint(self.x, v), z)
+            self.position, self.terms = z, (log_q, log_p, grad_q, grad_p)
+        return self.terms
 
 
 class AnnealedVAE(LangevinVAE):
@@ -136,26 +160,20 @@ class AnnealedVAE(LangevinVAE):
 
     def _transport(self, x: Tensor, z0: Tensor, base: dist.Distribution) -> tuple[Tensor, Tensor]:
         """Runs the MALA steps; returns ``z_K`` and the Delta's log-density."""
+        target = _AnnealedTarget(self, x, base)
         etas = self.schedule.step_sizes().to(z0.dtype)
         betas = self.schedule.betas().to(z0.dtype) * len(etas) / (len(etas) + 1)
         z, log_weight, choices, previous = z0, 0.0, 0.0, torch.zeros((), dtype=z0.dtype)
         for eta, beta in zip(etas, betas, strict=True):
-            log_weight = log_weight + (beta - previous) * self._log_ratio(x, z, base)
-
-            def target_and_grad(z: Tensor, beta: Tensor = beta) -> tuple[Tensor, Tensor]:
-                return value_and_grad(lambda v: self._annealed(x, v, base, beta), z)
-
-            state, info = mala_step(LangevinState(z, *target_and_grad(z)), target_and_grad, eta)
+            log_q, log_p = target.log_q_and_p(z)
+            log_weight = log_weight + (beta - previous) * (log_p - log_q)
+            at_beta = target.at(beta)
+            state, info = mala_step(LangevinState(z, *at_beta(z)), at_beta, eta)
             z, choices, previous = state.position, choices + info.log_prob_choice, beta
-        log_weight = log_weight + (1 - previous) * self._log_ratio(x, z, base)
-        log_density = self.log_joint(x, z) - base.log_prob(z0) - log_weight
+        log_q, log_p = target.log_q_and_p(z)
+        log_weight = log_weight + (1 - previous) * (log_p - log_q)
+        log_density = log_p - base.log_prob(z0) - log_weight
         return z, log_density - score_function_term(log_weight, choices, _baseline(log_weight))
-
-    def _log_ratio(self, x: Tensor, z: Tensor, base: dist.Distribution) -> Tensor:
-        return self.log_joint(x, z) - base.log_prob(z)
-
-    def _annealed(self, x: Tensor, z: Tensor, base: dist.Distribution, beta: Tensor) -> Tensor:
-        return (1 - beta) * base.log_prob(z) + beta * self.log_joint(x, z)
 
 
 def _baseline(log_weight: Tensor) -> Tensor:
