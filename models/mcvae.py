@@ -24,6 +24,7 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
 
+from pyroext.checks import check_counts
 from pyroext.guides.score import score_function_term
 from pyroext.kernels import LangevinState, mala_step, ula_step, value_and_grad
 from pyroext.models.vae import VAE, check_batch, data_plate
@@ -77,8 +78,7 @@ class LangevinVAE(VAE):
         step_size: float = 0.01,
         eta_max: float = 0.1,
     ) -> None:
-        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-            raise ValueError(f"num_steps={num_steps!r} must be an integer >= 1")
+        check_counts(num_steps=num_steps)
         if not 0 < step_size < eta_max:
             raise ValueError(f"step_size={step_size} must lie in (0, eta_max) = (0, {eta_max})")
         super().__init__(encoder, decoder, latent_dim)

@@ -27,6 +27,8 @@ import torch
 from pyro.infer import ELBO, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
 from torch import Tensor, nn
 
+from pyroext.checks import check_counts
+
 OBJECTIVES = ("trace", "analytic", "iwae")
 
 
@@ -233,8 +235,7 @@ def vae_loss(objective: str = "trace", num_particles: int = 1) -> ELBO:
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective={objective!r} must be one of {', '.join(OBJECTIVES)}")
-    if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
-        raise ValueError(f"num_particles={num_particles!r} must be an integer >= 1")
+    check_counts(num_particles=num_particles)
     options = {"num_particles": num_particles, "vectorize_particles": True, "max_plate_nesting": 1}
     if objective == "iwae":
         return RenyiELBO(alpha=0.0, **options)

@@ -32,6 +32,7 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch import Tensor
 
+from pyroext.checks import check_counts
 from pyroext.models.vae import VAE
 
 ESTIMATORS = ("monte-carlo", "analytic-kl")
@@ -111,5 +112,4 @@ class _NoRsample(pyro.poutine.messenger.Messenger):
 def _check(value: str, valid: tuple[str, ...], name: str, num: int) -> None:
     if value not in valid:
         raise ValueError(f"{name}={value!r} must be one of {', '.join(valid)}")
-    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
-        raise ValueError(f"num={num!r} must be an integer >= 1")
+    check_counts(num=num)

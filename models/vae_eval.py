@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Normal
 
+from pyroext.checks import check_counts
 from pyroext.models.vae import VAE
 
 
@@ -61,13 +62,7 @@ def importance_log_likelihood(
     Raises:
         ValueError: If a count is not a positive integer.
     """
-    for name, value in (
-        ("num_samples", num_samples),
-        ("sample_chunk", sample_chunk),
-        ("data_chunk", data_chunk),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} must be an integer >= 1")
+    check_counts(num_samples=num_samples, sample_chunk=sample_chunk, data_chunk=data_chunk)
     parts = [
         _chunked_estimate(vae, batch, num_samples, sample_chunk, generator)
         for batch in x.split(data_chunk)

@@ -11,6 +11,7 @@ import torch
 from pyro.infer.autoguide.initialization import init_to_median
 from torch import Tensor, nn
 
+from pyroext.checks import check_counts
 from pyroext.guides.markov import AutoMarkovGuide, Transport
 from pyroext.guides.score import ScoreBaseline, score_function_term
 from pyroext.kernels import ConditionalCouplingFlow, MetFlowState, metflow_step
@@ -83,12 +84,7 @@ class AutoMetFlow(AutoMarkovGuide):
             raise ValueError(
                 f"acceptance={acceptance!r} must be one of {', '.join(ACCEPTANCE_RULES)}"
             )
-        if (
-            isinstance(num_couplings, bool)
-            or not isinstance(num_couplings, int)
-            or num_couplings < 1
-        ):
-            raise ValueError(f"num_couplings={num_couplings!r} must be an integer >= 1")
+        check_counts(num_couplings=num_couplings)
         if hidden_dim is not None and hidden_dim < 1:
             raise ValueError(f"hidden_dim={hidden_dim!r} must be >= 1 (or None for 2 D)")
         if flow_init not in FLOW_INITS:

@@ -16,6 +16,7 @@ from pyro.infer.elbo import ELBO
 from pyro.optim import PyroOptim
 from tqdm.auto import tqdm
 
+from pyroext.checks import check_counts
 from pyroext.infer.batches import BatchStream
 from pyroext.infer.checkpoint import load_checkpoint, save_checkpoint
 from pyroext.infer.convergence import Convergence, smoothed_loss
@@ -149,13 +150,9 @@ def _validate(
     resume: bool,
     convergence: Convergence | None,
 ) -> None:
-    for name, value in [
-        ("num_steps", num_steps),
-        ("display_every", display_every),
-        ("checkpoint_every", checkpoint_every),
-    ]:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} must be an integer >= 1")
+    check_counts(
+        num_steps=num_steps, display_every=display_every, checkpoint_every=checkpoint_every
+    )
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=<path of the checkpoint to resume>")
     if convergence is not None:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from pyroext.checks import check_counts
 from pyroext.data import BinarizedImages, load_digits, load_mnist
 from pyroext.infer import FusedOptim, SVIResult, run_svi
 from pyroext.infer.device import resolve_device
@@ -166,7 +167,7 @@ def fit_vae(
         ValueError: For options out of range, before any training.
     """
     _check_options(guide, network, objective, lr_init)
-    _check_counts(
+    check_counts(
         batch_size=batch_size,
         num_particles=num_particles,
         latent_dim=latent_dim,
@@ -238,15 +239,6 @@ def _check_options(guide: str, network: str, objective: str, lr_init: float) -> 
     if guide in MCMC_GUIDES and objective == "analytic":
         # TraceMeanField_ELBO drops Delta.log_density (Pyro 1.9): the bound would be wrong.
         raise ValueError("objective='analytic' needs the normal guide; use 'trace' or 'iwae'")
-
-
-def _check_counts(**counts: int | None) -> None:
-    """Counts left as ``None`` take their defaults; the others must be positive integers."""
-    for name, value in counts.items():
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} must be an integer >= 1")
 
 
 def _build(guide: str, network: str, dataset: VAEData, latent_dim: int) -> VAE:
