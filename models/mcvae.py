@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from pyroext.checks import check_counts
-from pyroext.guides.score import score_function_term
+from pyroext.guides.score import leave_one_out_baseline, score_function_term
 from pyroext.kernels import LangevinState, mala_step, ula_step, value_and_grad
 from pyroext.models.vae import VAE, check_batch, data_plate
 
@@ -148,8 +148,9 @@ class AnnealedVAE(LangevinVAE):
     ``beta_0 = 0`` and ``beta_{K+1} = 1`` (the MH-corrected kernels' densities cancel), so the
     guide's ``z = z_K`` carries the log-density ``log p(x, z_K) - log q0(z_0) - log w``. The
     accept/reject choices are discrete: their score-function gradient enters the same
-    log-density DiCE-style, with a leave-one-out baseline over vectorised particles (over the
-    batch's other images with one particle). Same options as :class:`LangevinVAE`; the
+    log-density DiCE-style; the baseline is the image's ``log p(x, z_0) - log q0(z_0 | x)``
+    plus the leave-one-out mean of the rest over vectorised particles (over the batch's other
+    images with one particle). Same options as :class:`LangevinVAE`; the
     schedule's ``beta_K`` is the last intermediate temperature, below 1.
 
     References:
@@ -163,6 +164,8 @@ class AnnealedVAE(LangevinVAE):
         target = _AnnealedTarget(self, x, base)
         etas = self.schedule.step_sizes().to(z0.dtype)
         betas = self.schedule.betas().to(z0.dtype) * len(etas) / (len(etas) + 1)
+        log_q, log_p = target.log_q_and_p(z0)
+        start = log_p - log_q
         z, log_weight, choices, previous = z0, 0.0, 0.0, torch.zeros((), dtype=z0.dtype)
         for eta, beta in zip(etas, betas, strict=True):
             log_q, log_p = target.log_q_and_p(z)
@@ -173,14 +176,5 @@ class AnnealedVAE(LangevinVAE):
         log_q, log_p = target.log_q_and_p(z)
         log_weight = log_weight + (1 - previous) * (log_p - log_q)
         log_density = log_p - base.log_prob(z0) - log_weight
-        return z, log_density - score_function_term(log_weight, choices, _baseline(log_weight))
-
-
-def _baseline(log_weight: Tensor) -> Tensor:
-    """Leave-one-out mean over particles (dim 0 of ``(P, B)``), else over the batch's images."""
-    values = log_weight.detach()
-    axis = 0 if values.dim() > 1 and values.shape[0] > 1 else -1
-    count = values.shape[axis]
-    if count < 2:
-        return torch.zeros_like(values)
-    return (values.sum(axis, keepdim=True) - values) / (count - 1)
+        baseline = leave_one_out_baseline(log_weight, start)
+        return z, log_density - score_function_term(log_weight, choices, baseline)

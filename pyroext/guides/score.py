@@ -1,6 +1,6 @@
 """Score-function (REINFORCE) terms for discrete choices made inside a guide, DiCE style."""
 
-__all__ = ["BASELINE_DECAY", "ScoreBaseline", "score_function_term"]
+__all__ = ["BASELINE_DECAY", "ScoreBaseline", "leave_one_out_baseline", "score_function_term"]
 
 import torch
 from torch import Tensor, nn
@@ -54,3 +54,28 @@ class ScoreBaseline(nn.Module):
             updated = BASELINE_DECAY * previous + (1 - BASELINE_DECAY) * current
             self.running_mean = torch.where(fresh, current, updated)
         return torch.where(torch.isnan(previous), elbo, previous.expand_as(elbo))
+
+
+def leave_one_out_baseline(elbo: Tensor, reference: Tensor | None = None) -> Tensor:
+    """Baselines for per-draw ELBOs of amortised chains, shaped ``(P, B)`` or ``(B,)``.
+
+    Draw ``i`` gets ``reference_i`` plus the mean of ``elbo - reference`` over the other
+    draws: over the other particles of the same image when there are several, else over the
+    batch's other images. The reference absorbs what differs between draws before any choice
+    is made (an image's ELBO under the chain's start, say, which varies by tens of nats
+    between images); it must not depend on the choices themselves.
+
+    Arguments:
+        elbo: Per-draw ELBO integrands (detached here).
+        reference: Per-draw values fixed before the choices, or ``None`` for zero.
+
+    Returns:
+        Detached baselines shaped like ``elbo`` (zeros when there is a single draw).
+    """
+    reference = torch.zeros_like(elbo) if reference is None else reference.detach()
+    residual = elbo.detach() - reference
+    axis = 0 if residual.dim() > 1 and residual.shape[0] > 1 else -1
+    count = residual.shape[axis]
+    if count < 2:
+        return reference
+    return reference + (residual.sum(axis, keepdim=True) - residual) / (count - 1)

@@ -19,6 +19,7 @@ from pyroext.infer import FusedOptim, SVIResult, run_svi
 from pyroext.infer.device import resolve_device
 from pyroext.jobs.vae_figure import plot_reconstructions
 from pyroext.models.mcvae import AnnealedVAE, LangevinVAE
+from pyroext.models.metvae import MetVAE
 from pyroext.models.vae import (
     OBJECTIVES,
     VAE,
@@ -32,9 +33,9 @@ from pyroext.models.vae_eval import importance_log_likelihood
 from pyroext.report import write_fit_outputs
 
 VAE_DATASETS = ("digits", "mnist")
-VAE_GUIDES = ("normal", "langevin", "annealed")
-LANGEVIN_STEPS = 5
-MCMC_GUIDES = {"langevin": LangevinVAE, "annealed": AnnealedVAE}
+VAE_GUIDES = ("normal", "langevin", "annealed", "metflow")
+MCMC_STEPS = 5
+MCMC_GUIDES = {"langevin": LangevinVAE, "annealed": AnnealedVAE, "metflow": MetVAE}
 NETWORKS = ("mlp", "conv")
 DIGITS_TRAIN = 1500
 # Per dataset: latent size, epochs and importance samples of the test log-likelihood.
@@ -141,7 +142,8 @@ def fit_vae(
     Arguments:
         guide: A name from :data:`VAE_GUIDES`: ``normal``, the encoder's diagonal Gaussian;
             ``langevin``, L-MCVAE (:class:`~pyroext.models.mcvae.LangevinVAE`, 5 ULA steps);
-            ``annealed``, A-MCVAE (:class:`~pyroext.models.mcvae.AnnealedVAE`, 5 MALA steps).
+            ``annealed``, A-MCVAE (:class:`~pyroext.models.mcvae.AnnealedVAE`, 5 MALA steps);
+            ``metflow``, MetVAE (:class:`~pyroext.models.metvae.MetVAE`, 5 MetFlow steps).
         data: ``digits`` (embedded) or ``mnist`` (needs ``data_dir``).
         data_dir: Folder holding ``MNIST/raw``.
         network: ``mlp`` (hidden layers 200-200, tanh, as Burda et al.) or ``conv``.
@@ -204,13 +206,18 @@ def fit_vae(
     elbo = _test_elbo(vae, test)
     epochs_run = total_steps / len(loader)
     per_epoch = result.wall_time / epochs_run
-    summary = pd.DataFrame(
-        {"value": [nll, elbo, num_samples, epochs_run, per_epoch, latent_dim]},
-        index=pd.Index(
-            ["test_nll", "test_elbo", "num_samples", "epochs", "seconds_per_epoch", "latent_dim"],
-            name="metric",
-        ),
-    )
+    metrics = {
+        "test_nll": nll,
+        "test_elbo": elbo,
+        "num_samples": num_samples,
+        "epochs": epochs_run,
+        "seconds_per_epoch": per_epoch,
+        "latent_dim": latent_dim,
+    }
+    if isinstance(vae, MetVAE):
+        # The MetFlow steps earn their cost only if their proposals are accepted.
+        metrics["acceptance_rate"] = vae.acceptance_rate.mean().item()
+    summary = pd.DataFrame({"value": metrics}).rename_axis("metric")
     fit = VAEFit(guide, vae, result, summary, nll, elbo, num_samples, per_epoch)
     if out is not None:
         _write(fit, dataset, f"VAE ({data}, {network}, {objective}), guide {guide}", Path(out))
@@ -249,7 +256,7 @@ def _build(guide: str, network: str, dataset: VAEData, latent_dim: int) -> VAE:
         pixels = math.prod(dataset.image_shape)
         encoder, decoder = MLPEncoder(pixels, latent_dim), MLPDecoder(latent_dim, pixels)
     if guide in MCMC_GUIDES:
-        return MCMC_GUIDES[guide](encoder, decoder, latent_dim, num_steps=LANGEVIN_STEPS)
+        return MCMC_GUIDES[guide](encoder, decoder, latent_dim, num_steps=MCMC_STEPS)
     return VAE(encoder, decoder, latent_dim)
 
 
