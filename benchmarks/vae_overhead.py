@@ -9,7 +9,7 @@ interleave the configurations, ``--repeats`` times, over ``--steps`` steps each 
 one MNIST epoch), and report the median.
 
     python benchmarks/vae_overhead.py --data-dir ../shared/data [--steps 600] [--device cpu]
-        [--no-validation]
+        [--no-validation] [--batch-size 100]
 """
 
 import argparse
@@ -29,7 +29,7 @@ from pyroext.data import load_mnist
 from pyroext.infer import FusedOptim, run_svi
 from pyroext.models.vae import VAE, MLPDecoder, MLPEncoder, vae_loss
 
-LATENT, BATCH = 50, 100
+LATENT = 50
 
 
 def make_vae(device: str) -> VAE:
@@ -40,7 +40,7 @@ def make_vae(device: str) -> VAE:
 def plain_torch(loader: DataLoader, steps: int, device: str) -> None:
     vae = make_vae(device)
     optim = torch.optim.Adam(vae.parameters(), lr=1e-3)
-    scale = len(loader.dataset) / BATCH
+    scale = len(loader.dataset) / loader.batch_size
     for x, _ in _batches(loader, steps):
         x = x.to(device, non_blocking=True)
         loc, sd = vae.encoder(x)
@@ -97,7 +97,7 @@ def seconds(
 def main(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     train = load_mnist(args.data_dir, train=True)
-    loader = DataLoader(train, batch_size=BATCH, shuffle=True, drop_last=True)
+    loader = DataLoader(train, batch_size=args.batch_size, shuffle=True, drop_last=True)
     configs = {
         "plain PyTorch": plain_torch,
         "pyroext run_svi, Trace_ELBO, FusedOptim(Adam)": pyroext_vae,
@@ -113,7 +113,10 @@ def main(args: argparse.Namespace) -> None:
     epoch = len(loader) / args.steps
     versions = f"torch {torch.__version__}, pyro {pyro.__version__}, pyroext {pyroext.__version__}"
     checks = "on" if args.validation else "off"
-    print(f"# {platform.machine()}, {args.threads} threads, {args.device}, validation {checks}")
+    print(
+        f"# {platform.machine()}, {args.threads} threads, {args.device}, validation {checks}, "
+        f"batch {args.batch_size}"
+    )
     print(f"# {versions}")
     print(
         f"# {args.steps} steps x {args.repeats} repeats, scaled to one epoch ({len(loader)} steps)"
@@ -132,6 +135,12 @@ if __name__ == "__main__":
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=100,
+        help="images per step (100 in the issue); larger batches show Pyro's fixed step cost",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--validation",

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from pyroext.checks import check_counts
-from pyroext.guides.score import leave_one_out_baseline, score_function_term
+from pyroext.guides.score import reward_to_go_score_term
 from pyroext.kernels import LangevinState, mala_step, ula_step, value_and_grad
 from pyroext.models.vae import VAE, check_batch, data_plate
 
@@ -148,10 +148,12 @@ class AnnealedVAE(LangevinVAE):
     ``beta_0 = 0`` and ``beta_{K+1} = 1`` (the MH-corrected kernels' densities cancel), so the
     guide's ``z = z_K`` carries the log-density ``log p(x, z_K) - log q0(z_0) - log w``. The
     accept/reject choices are discrete: their score-function gradient enters the same
-    log-density DiCE-style; the baseline is the image's ``log p(x, z_0) - log q0(z_0 | x)``
-    plus the leave-one-out mean of the rest over vectorised particles (over the batch's other
-    images with one particle). Same options as :class:`LangevinVAE`; the
-    schedule's ``beta_K`` is the last intermediate temperature, below 1.
+    log-density DiCE-style, step ``k``'s choice weighted by the weight's terms from ``z_k`` on
+    less their value had the chain stopped at ``z_{k-1}``, and the leave-one-out mean of that
+    difference over vectorised particles (over the batch's other images with one particle);
+    see :func:`~pyroext.guides.score.reward_to_go_score_term`. Same options as
+    :class:`LangevinVAE`; the schedule's ``beta_K`` is the last intermediate temperature,
+    below 1.
 
     References:
         Thin, A., Kotelevskii, N., Durmus, A., Panov, M., Moulines, E. and Doucet, A. (2021).
@@ -165,16 +167,20 @@ class AnnealedVAE(LangevinVAE):
         etas = self.schedule.step_sizes().to(z0.dtype)
         betas = self.schedule.betas().to(z0.dtype) * len(etas) / (len(etas) + 1)
         log_q, log_p = target.log_q_and_p(z0)
-        start = log_p - log_q
-        z, log_weight, choices, previous = z0, 0.0, 0.0, torch.zeros((), dtype=z0.dtype)
-        for eta, beta in zip(etas, betas, strict=True):
-            log_q, log_p = target.log_q_and_p(z)
-            log_weight = log_weight + (beta - previous) * (log_p - log_q)
+        log_ratio = log_p - log_q
+        log_weight = betas[0] * log_ratio
+        next_betas = torch.cat([betas[1:], betas.new_ones(1)])
+        z, rewards, references, choices = z0, [], [], []
+        for eta, beta, next_beta in zip(etas, betas, next_betas, strict=True):
             at_beta = target.at(beta)
             state, info = mala_step(LangevinState(z, *at_beta(z)), at_beta, eta)
-            z, choices, previous = state.position, choices + info.log_prob_choice, beta
-        log_q, log_p = target.log_q_and_p(z)
-        log_weight = log_weight + (1 - previous) * (log_p - log_q)
+            z, choices = state.position, [*choices, info.log_prob_choice]
+            # What this step's choice can change: the weight's terms from z_k on, against
+            # their value had the chain stopped at z_{k-1}.
+            references.append((1 - beta) * log_ratio)
+            log_q, log_p = target.log_q_and_p(z)
+            log_ratio = log_p - log_q
+            rewards.append((next_beta - beta) * log_ratio)
+            log_weight = log_weight + rewards[-1]
         log_density = log_p - base.log_prob(z0) - log_weight
-        baseline = leave_one_out_baseline(log_weight, start)
-        return z, log_density - score_function_term(log_weight, choices, baseline)
+        return z, log_density - reward_to_go_score_term(rewards, choices, references)

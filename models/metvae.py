@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from pyroext.checks import check_counts
 from pyroext.guides.metflow import FLOW_INITS
-from pyroext.guides.score import leave_one_out_baseline, score_function_term
+from pyroext.guides.score import reward_to_go_score_term
 from pyroext.kernels import ConditionalCouplingFlow, MetFlowState, metflow_step
 from pyroext.kernels.acceptance import ACCEPTANCE_RULES
 from pyroext.models.vae import VAE, check_batch, data_plate
@@ -86,10 +86,12 @@ class MetVAE(VAE):
     .. math:: \mathbb{E}\Big[\log p(x, z_K) - \log q_0(z_0 \mid x) + \sum_k \log|\det J_k|
               - \sum_k \log P(b_k \mid v_k, z_{k-1}) - K \log 2\Big] \le \log p(x).
 
-    The direction and accept choices are not reparameterisable: their REINFORCE gradient
-    enters the ``Delta``'s log-density DiCE-style, with the baseline ``log p(x, z_0) - log
-    q0(z_0 | x)`` plus the leave-one-out mean of the rest over vectorised particles (over the
-    batch's other images with one particle).
+    The bound telescopes into per-step rewards ``log p(x, z_k) - log p(x, z_{k-1}) - log 2 +
+    log|det J_k| - log P(b_k | v_k, z_{k-1})``. The direction and accept choices are not
+    reparameterisable: their REINFORCE gradient enters the ``Delta``'s log-density
+    DiCE-style, each step's choices weighted by the rewards from that step on, less the
+    leave-one-out mean over vectorised particles (over the batch's other images with one
+    particle); see :func:`~pyroext.guides.score.reward_to_go_score_term`.
 
     Arguments:
         encoder: Maps ``x`` to ``(mu, sigma)`` of ``q0``.
@@ -149,23 +151,21 @@ class MetVAE(VAE):
 
     def _transport(self, x: Tensor, z0: Tensor, base: dist.Normal) -> tuple[Tensor, Tensor]:
         """Runs the MetFlow steps; returns ``z_K`` and the ``Delta``'s log-density."""
-        log_q0 = base.log_prob(z0)
         state = MetFlowState(z0, self.log_joint(x, z0))
-        start = state.log_density - log_q0
-        num_steps = len(self.kernel.innovation)
-        log_density = torch.full_like(log_q0, num_steps * math.log(2))
-        choices, accept_probs = torch.zeros_like(log_q0), []
+        log_density = torch.zeros_like(state.log_density)
+        rewards, choices, accept_probs = [], [], []
         logit = self.kernel.direction_logit.to(z0.dtype)
         for forward, inverse in self.kernel.moves(base.base_dist.loc, base.base_dist.scale):
+            start = state.log_density
             state, info = metflow_step(
                 state, lambda z: self.log_joint(x, z), forward, inverse, logit, self.acceptance
             )
-            log_density = (
-                log_density - info.log_jacobian + info.log_prob_choice - info.log_prob_direction
+            step_density = (
+                math.log(2) - info.log_jacobian + info.log_prob_choice - info.log_prob_direction
             )
-            choices = choices + info.log_prob_choice
+            log_density = log_density + step_density
+            rewards.append(state.log_density - start - step_density)
+            choices.append(info.log_prob_choice)
             accept_probs.append(info.acceptance_prob.mean())
         self.acceptance_rate = torch.stack(accept_probs)
-        elbo = state.log_density - log_q0 - log_density
-        baseline = leave_one_out_baseline(elbo, start)
-        return state.position, log_density - score_function_term(elbo, choices, baseline)
+        return state.position, log_density - reward_to_go_score_term(rewards, choices)
