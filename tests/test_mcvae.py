@@ -9,6 +9,7 @@ import pytest
 import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO
+from tiny_vaes import exact_log_evidence, log_weights, tiny
 
 import pyroext.guides.score as score_module
 from pyroext.models.mcvae import AnnealedVAE, LangevinVAE
@@ -16,31 +17,6 @@ from pyroext.models.metvae import MetVAE
 from pyroext.models.vae import MLPDecoder, MLPEncoder
 
 MONTE_CARLO_VAES = [LangevinVAE, AnnealedVAE, MetVAE]
-# A random flow, so that MetVAE's proposals move (the identity flow proposes z itself).
-OPTIONS = {MetVAE: {"flow_init": "random"}}
-
-
-def tiny(cls=LangevinVAE, num_steps=3, **options):
-    torch.manual_seed(0)
-    encoder, decoder = MLPEncoder(4, 1, (5,)), MLPDecoder(1, 4, (5,))
-    options = {"step_size": 0.05} | options if cls is not MetVAE else OPTIONS[cls] | options
-    return cls(encoder, decoder, 1, num_steps=num_steps, **options).double()
-
-
-def log_weights(vae, x, particles):
-    with torch.no_grad(), pyro.plate("particles", particles, dim=-2):
-        guide = poutine.trace(vae.guide).get_trace(x)
-        model = poutine.trace(poutine.replay(vae.model, trace=guide)).get_trace(x)
-    terms = [model.nodes[n]["fn"].log_prob(model.nodes[n]["value"]) for n in ("z", "x")]
-    terms += [-guide.nodes[n]["fn"].log_prob(guide.nodes[n]["value"]) for n in ("z0", "z")]
-    return sum(terms)  # (particles, images)
-
-
-def exact_log_evidence(vae, x):
-    grid = torch.linspace(-10, 10, 20001, dtype=torch.float64).unsqueeze(-1)
-    with torch.no_grad():
-        log_joint = torch.stack([vae.log_joint(image, grid) for image in x], -1)
-    return torch.logsumexp(log_joint, 0) + math.log(grid[1, 0] - grid[0, 0])
 
 
 @pytest.mark.parametrize("cls", [LangevinVAE, AnnealedVAE])

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from pyro import poutine
 from pyro.infer import Trace_ELBO
-from test_mcvae import exact_log_evidence, log_weights, tiny
+from tiny_vaes import exact_log_evidence, log_weights, tiny
 from torch import Tensor
 
 import pyroext.guides.score as score_module
