@@ -22,8 +22,6 @@ __all__ = [
 ]
 
 import copy
-import math
-from dataclasses import dataclass
 
 import pyro
 import pyro.distributions as dist
@@ -33,8 +31,9 @@ from pyro.nn import PyroModule, PyroParam, PyroSample
 from pyro.nn.module import to_pyro_module_
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import Message
-from torch import Size, Tensor, nn
+from torch import Tensor, nn
 
+from pyroext.models.bnn_priors import GaussianPrior, Prior, ScaleMixturePrior, check_positive
 from pyroext.models.vae import data_plate
 
 LIKELIHOODS = ("gaussian", "categorical")
@@ -42,96 +41,6 @@ LIKELIHOODS = ("gaussian", "categorical")
 LOCAL_REPARAMETERIZATION = "local_reparameterization"
 """Key of a weight site's ``infer`` dict under which a guide passes ``(loc, scale)`` of its
 Gaussian factor, asking :class:`BayesianMLP` to sample the layer's pre-activations instead."""
-
-
-def _check_positive(**values: float) -> None:
-    """Raises ValueError naming the first argument that is not a finite number > 0."""
-    for name, value in values.items():
-        if not (math.isfinite(float(value)) and float(value) > 0):
-            raise ValueError(f"{name}={value} must be a finite number > 0")
-
-
-@dataclass(frozen=True)
-class GaussianPrior:
-    """Independent ``N(0, scale^2)`` on every weight and bias.
-
-    Arguments:
-        scale: Prior standard deviation, > 0.
-
-    Raises:
-        ValueError: If ``scale`` is not a finite number > 0.
-    """
-
-    scale: float = 1.0
-
-    def __post_init__(self) -> None:
-        _check_positive(scale=self.scale)
-
-    def distribution(self, shape: Size, like: Tensor) -> dist.Distribution:
-        """The prior of one parameter tensor, with event shape ``shape``.
-
-        Arguments:
-            shape: Shape of the parameter.
-            like: A tensor with the dtype and device of the result.
-        """
-        normal = dist.Normal(like.new_zeros(()), like.new_tensor(self.scale))
-        return normal.expand(shape).to_event(len(shape))
-
-
-@dataclass(frozen=True)
-class ScaleMixturePrior:
-    """Independent ``pi N(0, sigma1^2) + (1 - pi) N(0, sigma2^2)`` on every weight and bias.
-
-    A wide component and a narrow one (``sigma2 << sigma1``) give a heavier-tailed prior than a
-    Gaussian that still pulls small weights to zero. The defaults are among the best settings
-    of Blundell et al.: ``-log sigma1`` in ``{0, 1, 2}``, ``-log sigma2`` in ``{6, 7, 8}`` and
-    ``pi`` in ``{1/4, 1/2, 3/4}``. There is no closed-form KL divergence from a Gaussian to this
-    prior, so ELBOs estimate that term by Monte Carlo.
-
-    Arguments:
-        pi: Weight of the first component, in (0, 1).
-        sigma1: Standard deviation of the first component, > 0.
-        sigma2: Standard deviation of the second component, > 0.
-
-    Raises:
-        ValueError: If ``pi`` is outside (0, 1) or a standard deviation is not > 0.
-
-    References:
-        Blundell, C., Cornebise, J., Kavukcuoglu, K. and Wierstra, D. (2015). Weight uncertainty
-        in neural networks. ICML.
-    """
-
-    pi: float = 0.5
-    sigma1: float = 1.0
-    sigma2: float = math.exp(-6)
-
-    def __post_init__(self) -> None:
-        if not 0 < self.pi < 1:
-            raise ValueError(f"pi={self.pi} must be in the open interval (0, 1)")
-        _check_positive(sigma1=self.sigma1, sigma2=self.sigma2)
-
-    def distribution(self, shape: Size, like: Tensor) -> dist.Distribution:
-        """The prior of one parameter tensor, with event shape ``shape``.
-
-        Arguments:
-            shape: Shape of the parameter.
-            like: A tensor with the dtype and device of the result.
-        """
-        mixing = dist.Categorical(probs=like.new_tensor([self.pi, 1 - self.pi]))
-        components = dist.Normal(like.new_zeros(2), like.new_tensor([self.sigma1, self.sigma2]))
-        mixture = _RealMixture(mixing, components)
-        return mixture.expand(shape).to_event(len(shape))
-
-
-class _RealMixture(dist.MixtureSameFamily):
-    """A mixture of Normals whose support is declared as the real line, which it is: torch
-    reports a mixture-specific constraint that ``biject_to`` (hence every autoguide) rejects."""
-
-    support = constraints.real
-
-
-Prior = GaussianPrior | ScaleMixturePrior
-"""The weight priors :class:`BayesianMLP` accepts."""
 
 
 class BayesianMLP(PyroModule):
@@ -158,7 +67,7 @@ class BayesianMLP(PyroModule):
 
     ``net`` is deep-copied, so the caller keeps its deterministic network; its initial weights,
     :meth:`init_to_network`, are where :class:`~pyroext.models.bnn_guide.AutoBayesByBackprop`
-    puts its means. The priors take the dtype and device of ``net`` at construction.
+    puts its means. The priors, like those initial weights, follow ``model.to(...)``.
 
     Arguments:
         net: ``nn.Linear`` layers and parameter-free modules (activations), in order.
@@ -187,16 +96,18 @@ class BayesianMLP(PyroModule):
         if likelihood == "categorical" and noise_scale is not None:
             raise ValueError("noise_scale must be None for the categorical likelihood")
         if noise_scale is not None:
-            _check_positive(noise_scale=noise_scale)
+            check_positive(noise_scale=noise_scale)
         self.likelihood = likelihood
         self.in_features = linears[0].in_features
         self.net = copy.deepcopy(net)
         to_pyro_module_(self.net)
-        self._initial: dict[tuple[int, str], Tensor] = {}
+        self._weights: list[tuple[int, str]] = []
         for index, layer in enumerate(self.net):
             for name, value in list(layer.named_parameters(recurse=False)):
-                self._initial[index, name] = value.detach().clone()
-                setattr(layer, name, PyroSample(prior.distribution(value.shape, value)))
+                initial = value.detach().clone()
+                self._weights.append((index, name))
+                setattr(layer, name, PyroSample(_LayerPrior(prior, name)))
+                layer.register_buffer(_initial_name(name), initial, persistent=False)
         anchor = linears[0].weight
         if likelihood == "gaussian" and noise_scale is None:
             self.noise_scale = PyroParam(anchor.new_tensor(1.0), constraints.positive)
@@ -217,9 +128,9 @@ class BayesianMLP(PyroModule):
         Raises:
             ValueError: If the site is not one of the network's weights or biases.
         """
-        for (index, name), value in self._initial.items():
+        for index, name in self._weights:
             if self.net[index]._pyro_get_fullname(name) == site["name"]:
-                return value.clone()
+                return getattr(self.net[index], _initial_name(name)).clone()
         raise ValueError(f"site {site['name']!r} is not a weight of this network")
 
     def forward(self, x: Tensor, y: Tensor | None = None, num_data: int | None = None) -> Tensor:
@@ -271,6 +182,28 @@ class BayesianMLP(PyroModule):
             raise ValueError(f"y must have shape ({x.shape[0]},), got {tuple(y.shape)}")
         if num_data is not None and num_data < x.shape[0]:
             raise ValueError(f"num_data={num_data} must be >= the batch size {x.shape[0]}")
+
+
+class _LayerPrior:
+    """The prior of a layer's weight or bias, as a :class:`~pyro.nn.PyroSample` callable: built
+    with the dtype and device of the layer's buffer holding the initial value, so that the prior
+    moves with ``model.to(...)``, and rebuilt only when they change (never per step)."""
+
+    def __init__(self, prior: Prior, name: str) -> None:
+        self.prior = prior
+        self.name = name
+        self._built: tuple[tuple[torch.device, torch.dtype], dist.Distribution] | None = None
+
+    def __call__(self, layer: nn.Module) -> dist.Distribution:
+        like = getattr(layer, _initial_name(self.name))
+        key = (like.device, like.dtype)
+        if self._built is None or self._built[0] != key:
+            self._built = (key, self.prior.distribution(like.shape, like))
+        return self._built[1]
+
+
+def _initial_name(name: str) -> str:
+    return f"{name}_initial"
 
 
 class _InferRecorder(Messenger):

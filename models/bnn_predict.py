@@ -7,6 +7,7 @@ __all__ = [
     "information_gain",
     "predictive_entropy",
     "predictive_mean",
+    "predictive_metrics",
     "sample_outputs",
 ]
 
@@ -136,6 +137,57 @@ def expected_calibration_error(probs: Tensor, labels: Tensor, *, num_bins: int =
     bins = (confidence * num_bins).ceil().long().clamp(1, num_bins) - 1
     per_bin = gap.new_zeros(num_bins).index_add_(0, bins, gap)
     return float(per_bin.abs().sum() / probs.shape[0])
+
+
+def predictive_metrics(
+    outputs: Tensor, y: Tensor, *, noise_scale: float | Tensor | None = None
+) -> dict[str, float]:
+    """Test metrics of the posterior predictive made of ``S`` networks' outputs.
+
+    Classification (``outputs`` are logits ``(S, N, C)``, ``p`` the mean of their softmax):
+    ``error`` (argmax of ``p`` is not the label), ``nll`` (``-mean log p_y``), ``ece``
+    (:func:`expected_calibration_error`, 10 bins) and ``entropy`` (mean
+    :func:`predictive_entropy`). Regression (``outputs`` are means ``(S, N)`` of the
+    mixture ``1/S sum_s N(f_s(x), noise_scale^2)``): ``rmse`` of its mean, ``nll`` (``-mean log``
+    of its density at ``y``) and ``coverage_90`` (fraction of ``y`` inside its central 90%
+    interval). A deterministic network is ``S = 1``.
+
+    Arguments:
+        outputs: Network outputs at the test inputs, e.g. from :func:`sample_outputs`.
+        y: Test targets, shape ``(N,)``.
+        noise_scale: The Gaussian likelihood's noise sd (regression only).
+
+    Returns:
+        The metrics by name, NLLs in nats per point.
+
+    Raises:
+        ValueError: If the shapes do not match, or ``noise_scale`` is missing for regression
+            or given for classification.
+    """
+    classification = outputs.ndim == 3
+    if outputs.ndim not in (2, 3) or tuple(outputs.shape[1:2]) != tuple(y.shape):
+        raise ValueError(
+            f"outputs (S, N) or (S, N, C) and y (N,) expected, got shapes "
+            f"{tuple(outputs.shape)} and {tuple(y.shape)}"
+        )
+    if classification == (noise_scale is not None):
+        raise ValueError("noise_scale is needed for regression outputs (S, N) and only there")
+    if classification:
+        probs = outputs.softmax(-1).mean(0)
+        return {
+            "error": (probs.argmax(-1) != y).double().mean().item(),
+            "nll": -probs.gather(-1, y[:, None]).clamp_min(1e-300).log().mean().item(),
+            "ece": expected_calibration_error(probs, y),
+            "entropy": predictive_entropy(probs).mean().item(),
+        }
+    components = Normal(outputs, torch.as_tensor(noise_scale, dtype=outputs.dtype))
+    log_density = components.log_prob(y).logsumexp(0) - math.log(outputs.shape[0])
+    cdf = components.cdf(y).mean(0)
+    return {
+        "rmse": (outputs.mean(0) - y).square().mean().sqrt().item(),
+        "nll": -log_density.mean().item(),
+        "coverage_90": ((cdf > 0.05) & (cdf < 0.95)).double().mean().item(),
+    }
 
 
 def information_gain(

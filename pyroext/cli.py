@@ -13,6 +13,7 @@ import pandas as pd
 
 from pyroext.diagnose import diagnose_run
 from pyroext.jobs import JOBS, run_demo
+from pyroext.jobs.bnn import BNN_DATASETS, BNN_GUIDES, BNN_PRIORS
 from pyroext.jobs.gmm import GMM_GUIDES
 from pyroext.jobs.vae import VAE_GUIDES
 
@@ -25,8 +26,13 @@ DEMO_FORMATS = {
     "kl_mean_field_optimum": "{:.4f}".format,
     "lppd": "{:.3f}".format,
     "em_log_likelihood": "{:.3f}".format,
-    "test_nll": "{:.2f}".format,
+    "test_nll": "{:.3f}".format,
     "test_elbo": "{:.2f}".format,
+    "test_error": "{:.4f}".format,
+    "test_ece": "{:.4f}".format,
+    "test_entropy": "{:.3f}".format,
+    "test_rmse": "{:.3f}".format,
+    "test_coverage_90": "{:.3f}".format,
 }
 
 
@@ -38,14 +44,19 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--guide",
         default=None,
-        choices=sorted({*GMM_GUIDES, *VAE_GUIDES}),
+        choices=sorted({*GMM_GUIDES, *VAE_GUIDES, *BNN_GUIDES}),
         help="variational guide (default: the model's own; mvn for linear-regression and gmm)",
     )
+    fit.add_argument("--task", default=None, choices=sorted(BNN_DATASETS), help="bnn task")
+    fit.add_argument(
+        "--hidden", type=_widths, default=None, help="hidden widths of the bnn, e.g. 400,400"
+    )
+    fit.add_argument("--prior", default=None, choices=sorted(BNN_PRIORS), help="bnn prior")
     fit.add_argument("--steps", type=_positive_int, default=None, help="SVI steps (>= 1)")
     fit.add_argument("--data", default=None, help="dataset (default: the model's own)")
     fit.add_argument("--k", type=_positive_int, default=None, help="mixture components (gmm)")
-    fit.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (vae)")
-    fit.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (vae, mnist)")
+    fit.add_argument("--epochs", type=_positive_int, default=None, help="epochs (vae, bnn)")
+    fit.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (mnist)")
     fit.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     fit.add_argument("--seed", type=int, default=0, help="random seed")
     fit.add_argument("--out", default=None, help="output folder (default runs/<model>-<guide>)")
@@ -67,6 +78,13 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not an integer >= 1")
     return value
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(_positive_int(width) for width in text.split(","))
+    except (ValueError, argparse.ArgumentTypeError) as error:
+        raise argparse.ArgumentTypeError(f"{text} is not a list of integers >= 1") from error
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -97,6 +115,8 @@ def _run(args: argparse.Namespace) -> int:
             print(tables.gmm.to_string(formatters=DEMO_FORMATS))
             print("\nVAE on the embedded digits: test NLL (importance-sampled, k=1000) and ELBO")
             print(tables.vae.to_string(formatters=DEMO_FORMATS))
+            print("\nBayes-by-backprop networks: test metrics of the posterior predictive")
+            print(tables.bnn.to_string(formatters=DEMO_FORMATS, na_rep=""))
             print(f"outputs in {args.out}")
             return 0
         if args.command == "diagnose":
@@ -123,6 +143,9 @@ def _job_options(args: argparse.Namespace) -> dict[str, Any]:
         "k": args.k,
         "epochs": args.epochs,
         "data_dir": args.data_dir,
+        "task": args.task,
+        "hidden": args.hidden,
+        "prior": args.prior,
     }
     accepted = inspect.signature(JOBS[args.model]).parameters
     for name, value in given.items():
@@ -139,6 +162,8 @@ def _diagnose(run_dir: str, out: str | None) -> int:
         print(f"Pareto k-hat of p/q: {report.khat.khat:.3f} ({report.khat.interpretation})")
     if report.skipped is not None:
         print(report.skipped)
+    if report.unplotted:
+        print(f"not plotted (too many panels; in summary.csv): {', '.join(report.unplotted)}")
     if report.loo is not None:
         print(f"elpd_loo {report.loo.elpd:.2f} (SE {report.loo.se:.2f}), p_loo {report.loo.p:.2f}")
     print("wrote", ", ".join(path.name for path in report.files))

@@ -2,11 +2,13 @@
 
 __all__ = ["POSTERIOR_FILE", "DiagnoseReport", "diagnose_run", "save_datatree"]
 
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import arviz_base as azb
 import arviz_plots as azp
 import arviz_stats as azs
 import matplotlib.pyplot as plt
@@ -18,6 +20,7 @@ from pyroext.diagnostics import KhatResult, vi_khat, vi_loo
 from pyroext.infer.checkpoint import atomic_target
 
 POSTERIOR_FILE = "posterior.nc"
+SAMPLE_DIMS = ("chain", "draw")
 
 
 class DiagnoseReport(NamedTuple):
@@ -31,6 +34,9 @@ class DiagnoseReport(NamedTuple):
         files: Every file written.
         skipped: Why k-hat and LOO were not computed, if they were not (a point-mass guide,
             e.g. MAP, has no spread to smooth).
+        unplotted: The posterior variables left out of the plots, which show at most
+            ArviZ's ``plot.max_subplots`` panels (e.g. a network's weights); the summary
+            table has them all.
     """
 
     summary: pd.DataFrame
@@ -38,6 +44,7 @@ class DiagnoseReport(NamedTuple):
     loo: Any
     files: list[Path]
     skipped: str | None = None
+    unplotted: tuple[str, ...] = ()
 
 
 def save_datatree(dt: xr.DataTree, path: str | os.PathLike) -> Path:
@@ -88,6 +95,7 @@ def diagnose_run(
     names = _sampled_variables(dt)
     summary = azs.summary(dt, var_names=names, kind="all" if chains > 1 else "stats")
     files = [_write_csv(pd.DataFrame(summary), out / "summary.csv")]
+    plotted = _plotted_variables(dt, names)
     stats = dt.get("sample_stats", xr.DataTree()).data_vars
     variational = "lq" in stats
     skipped = None
@@ -99,8 +107,8 @@ def diagnose_run(
     loo = _loo(dt, variational) if skipped is None else None
     if loo is not None:
         files.append(_write_csv(_loo_table(loo), out / "loo.csv"))
-    files += _plots(dt, loo, chains, names, out)
-    return DiagnoseReport(summary, khat, loo, files, skipped)
+    files += _plots(dt, loo, chains, plotted, out)
+    return DiagnoseReport(summary, khat, loo, files, skipped, _left_out(dt, names, plotted))
 
 
 def _loo(dt: xr.DataTree, variational: bool) -> Any:
@@ -145,13 +153,31 @@ def _sampled_variables(dt: xr.DataTree) -> list[str] | None:
     return [str(name) for name in np.atleast_1d(names)] if names is not None else None
 
 
-def _plots(
-    dt: xr.DataTree, loo: Any, chains: int, names: list[str] | None, out: Path
-) -> list[Path]:
-    plots: dict[str, Callable[[], Any]] = {
-        "posterior_dist": lambda: azp.plot_dist(dt, var_names=names)
-    }
-    if chains > 1:  # trace and rank plots compare chains
+def _plotted_variables(dt: xr.DataTree, names: list[str] | None) -> list[str]:
+    """The first of ``names`` (all posterior variables if None) whose panels, one per scalar,
+    fit in ArviZ's ``plot.max_subplots``."""
+    posterior = dt["posterior"].to_dataset()
+    limit, plotted, panels = azb.rcParams["plot.max_subplots"], [], 0
+    for name in names if names is not None else list(posterior.data_vars):
+        size = math.prod(
+            length for dim, length in posterior[name].sizes.items() if dim not in SAMPLE_DIMS
+        )
+        if panels + size <= limit:
+            plotted.append(name)
+            panels += size
+    return plotted
+
+
+def _left_out(dt: xr.DataTree, names: list[str] | None, plotted: list[str]) -> tuple[str, ...]:
+    every = names if names is not None else list(dt["posterior"].data_vars)
+    return tuple(name for name in every if name not in plotted)
+
+
+def _plots(dt: xr.DataTree, loo: Any, chains: int, names: list[str], out: Path) -> list[Path]:
+    plots: dict[str, Callable[[], Any]] = {}
+    if names:
+        plots["posterior_dist"] = lambda: azp.plot_dist(dt, var_names=names)
+    if names and chains > 1:  # trace and rank plots compare chains
         plots["trace"] = lambda: azp.plot_trace_dist(dt, var_names=names)
         plots["rank"] = lambda: azp.plot_rank(dt, var_names=names)
     if {"posterior_predictive", "observed_data"} <= set(dt.children):

@@ -70,6 +70,25 @@ def test_scale_mixture_prior_density():
     assert prior.sample((5,)).shape == (5, 4)
 
 
+def test_scale_mixture_draws_have_the_mixture_variance_and_narrow_mass():
+    pi, sigma1, sigma2 = 0.5, 1.0, math.exp(-6)
+    value = torch.zeros(200_000, dtype=torch.float64)
+    prior = ScaleMixturePrior(pi, sigma1, sigma2).distribution(value.shape, value)
+    torch.manual_seed(0)
+    draws = prior.sample()
+    variance = pi * sigma1**2 + (1 - pi) * sigma2**2
+    fourth = 3 * (pi * sigma1**4 + (1 - pi) * sigma2**4)
+    mcse = math.sqrt((fourth - variance**2) / len(draws))
+    assert prior.variance[0].item() == pytest.approx(variance)
+    assert draws.square().mean().item() == pytest.approx(variance, abs=4 * mcse)
+    # mass within 3 sigma2 of zero: almost all of the narrow component, little of the wide one
+    inside = math.erf(3 / math.sqrt(2))
+    narrow = (1 - pi) * inside + pi * math.erf(3 * sigma2 / (sigma1 * math.sqrt(2)))
+    binomial_se = math.sqrt(narrow * (1 - narrow) / len(draws))
+    fraction = (draws.abs() < 3 * sigma2).double().mean().item()
+    assert fraction == pytest.approx(narrow, abs=4 * binomial_se)
+
+
 def test_sites_shapes_and_minibatch_scale():
     _, model = classifier()
     x, y = torch.randn(6, 4), torch.randint(3, (6,))
@@ -103,6 +122,26 @@ def test_guide_starts_at_the_deterministic_network():
     outputs = sample_outputs(model, guide, x, num_samples=3)
     assert torch.allclose(outputs, net(x).detach().expand(3, 5, 3), atol=1e-4)
     assert type(net[0]) is nn.Linear  # the caller's network is left as it was
+
+
+@pytest.mark.parametrize("prior", [GaussianPrior(0.5), ScaleMixturePrior()])
+def test_priors_and_initial_weights_follow_model_to(prior):
+    # The same buffers carry the priors and initial weights to a GPU with model.to("cuda").
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    model = BayesianMLP(net, prior=prior, likelihood="categorical").to(torch.float64)
+    x, y = torch.randn(6, 4, dtype=torch.float64), torch.randint(3, (6,))
+    trace = poutine.trace(model).get_trace(x, y)
+    weight = trace.nodes["net.0.weight"]
+    assert weight["value"].dtype == torch.float64 and weight["fn"].mean.dtype == torch.float64
+    expected = prior.distribution(weight["value"].shape, weight["value"])
+    assert weight["fn"].log_prob(weight["value"]).item() == pytest.approx(
+        expected.log_prob(weight["value"]).item(), rel=1e-12
+    )
+    guide = AutoBayesByBackprop(model)
+    guide(x, y)
+    loc, _ = guide.locs_and_scales()["net.2.weight"]
+    assert loc.dtype == torch.float64 and torch.equal(loc, net[2].weight.detach().double())
+    assert "net.0.weight_initial" not in model.state_dict()
 
 
 def test_local_reparameterisation_draws_preactivations_from_guide_moments():

@@ -103,6 +103,17 @@ def test_khat_narrow_q_is_unreliable_and_avoids_sign_trap():
     assert khat_from_log_ratios(lp - lq).interpretation.startswith("unreliable")
 
 
+def test_khat_of_ratios_spread_over_thousands_of_nats_is_infinite():
+    # Ratios spread over thousands of nats have an enormous tail index; psislw returns NaN once
+    # the tail's ratios underflow beside the largest, and NaN must not read as "ok".
+    log_ratios = 1000 * np.random.default_rng(0).normal(size=200)
+    moderate = khat_from_log_ratios(log_ratios / 10)
+    result = khat_from_log_ratios(log_ratios)
+    assert moderate.khat > 10 and np.isfinite(moderate.khat)
+    assert result.khat == np.inf
+    assert result.interpretation.startswith("unreliable")
+
+
 def test_khat_from_model_linear_regression():
     x = torch.randn(30, 2)
     y = x @ torch.tensor([1.0, -0.5]) + 0.3 + torch.randn(30)

@@ -165,7 +165,8 @@ def khat_from_log_ratios(log_ratios: np.ndarray) -> KhatResult:
         log_ratios: ``log p - log q`` at ``S >= 30`` draws from ``q``, any shape (flattened).
 
     Returns:
-        A :class:`KhatResult`.
+        A :class:`KhatResult`; k-hat is ``inf`` when the ratios spread over so many nats that
+        one draw carries all the weight and the tail cannot be fitted.
 
     Raises:
         ValueError: If there are fewer than 30 ratios or one is NaN or ``+inf``.
@@ -182,6 +183,10 @@ def khat_from_log_ratios(log_ratios: np.ndarray) -> KhatResult:
     else:
         # Sign trap: arviz_stats' psislw takes log-likelihood-like input and negates it.
         _, khat = array_stats.psislw(-log_ratios, r_eff=1.0)
+        if np.isnan(khat):
+            # The tail's ratios underflow to 0 beside the largest one (a spread of hundreds of
+            # nats, e.g. a network's weights): one draw holds all the weight.
+            khat = np.inf
     threshold = khat_threshold(log_ratios.size)
     return KhatResult(
         float(khat), _interpret(float(khat), threshold), log_ratios.size, threshold, log_ratios
