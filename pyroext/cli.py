@@ -4,14 +4,17 @@ __all__ = ["main"]
 
 import argparse
 import inspect
+import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import matplotlib
 import pandas as pd
+import torch.distributed as dist
 
 from pyroext.diagnose import diagnose_run
+from pyroext.infer.distributed import is_main_process, launched_by_torchrun
 from pyroext.jobs import JOBS, run_demo
 from pyroext.jobs.bnn import BNN_DATASETS, BNN_GUIDES, BNN_PRIORS
 from pyroext.jobs.gmm import GMM_GUIDES
@@ -58,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--epochs", type=_positive_int, default=None, help="epochs (vae, bnn)")
     fit.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (mnist)")
     fit.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    fit.add_argument(
+        "--nproc-per-node",
+        type=_positive_int,
+        default=1,
+        help="data-parallel processes on this machine, one per GPU with --device cuda (vae, bnn)",
+    )
     fit.add_argument("--seed", type=int, default=0, help="random seed")
     fit.add_argument("--out", default=None, help="output folder (default runs/<model>-<guide>)")
     fit.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -97,12 +106,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         The process exit status.
     """
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     matplotlib.use("Agg")  # the command line only writes files; never open a window
     try:
+        if args.command == "fit" and args.nproc_per_node > 1 and not launched_by_torchrun():
+            return _torchrun(args, argv)
         return _run(args)
     except ValueError as error:  # invalid options found before training: no traceback
         parser.exit(2, f"pyroext: error: {error}\n")
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _torchrun(args: argparse.Namespace, argv: list[str]) -> int:
+    """Starts ``--nproc-per-node`` copies of this command under ``torchrun`` on this machine
+    (PyTorch's own launcher: it sets each process's rank and stops all if one fails)."""
+    _job_options(args)  # refuse bad options here rather than in every process
+    _check_distributed(args.model)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={args.nproc_per_node}",
+        "-m",
+        "pyroext",
+        *_without_nproc(argv),
+    ]
+    return subprocess.run(command, check=False).returncode
+
+
+def _check_distributed(model: str) -> None:
+    if "distributed" not in inspect.signature(JOBS[model]).parameters:
+        raise ValueError(f"--nproc-per-node (torchrun) does not apply to model {model!r}")
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    kept, skip = [], False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == "--nproc-per-node":
+            skip = True
+        elif not word.startswith("--nproc-per-node="):
+            kept.append(word)
+    return kept
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -122,15 +172,20 @@ def _run(args: argparse.Namespace) -> int:
         if args.command == "diagnose":
             return _diagnose(args.run_dir, args.out)
         out = args.out or f"runs/{args.model}" + (f"-{args.guide}" if args.guide else "")
+        options = _job_options(args)
+        if launched_by_torchrun():
+            _check_distributed(args.model)
+            options["distributed"] = True
         fit = JOBS[args.model](
-            **_job_options(args),
+            **options,
             device=args.device,
             seed=args.seed,
             out=out,
             progress=not args.no_progress,
         )
-        print(fit.summary.to_string(float_format=lambda v: f"{v:.4f}"))
-        print(f"{fit.describe()}; outputs in {out}")
+        if is_main_process():
+            print(fit.summary.to_string(float_format=lambda v: f"{v:.4f}"))
+            print(f"{fit.describe()}; outputs in {out}")
     return 0
 
 

@@ -1,19 +1,29 @@
-"""Training with Pyro's SVI engine: the runner, checkpoints, a fused optimiser and guide
-serialisation."""
+"""Training with Pyro's SVI engine: the runner, checkpoints, a fused optimiser, data
+parallelism over torch.distributed and guide serialisation."""
 
 __all__ = [
+    "AllReduceOptim",
     "Convergence",
     "FusedOptim",
     "NonFiniteLossError",
     "SVIResult",
     "TensorSVI",
+    "init_distributed",
+    "is_main_process",
     "load_guide",
     "run_svi",
     "save_guide",
+    "shard_loader",
     "warm_up",
 ]
 
 from pyroext.infer.convergence import Convergence
+from pyroext.infer.distributed import (
+    AllReduceOptim,
+    init_distributed,
+    is_main_process,
+    shard_loader,
+)
 from pyroext.infer.optim import FusedOptim
 from pyroext.infer.runner import NonFiniteLossError, SVIResult, run_svi
 from pyroext.infer.serialization import load_guide, save_guide, warm_up

@@ -6,6 +6,7 @@ from typing import Any
 
 import pyro
 import torch
+import torch.distributed as dist
 
 from pyroext.infer.batches import BatchStream
 from pyroext.infer.checkpoint import capture_rng_state, restore_rng_state
@@ -23,7 +24,8 @@ def training_state(loop: Any) -> dict[str, Any]:
 
     Returns:
         Step, loss history, param store, model and guide state dicts, optimiser state, batch
-        position and every RNG state.
+        position and every RNG state (in a process group, every process's: gathering them is
+        a collective that all processes must enter).
     """
     svi = loop.svi
     return {
@@ -39,6 +41,7 @@ def training_state(loop: Any) -> dict[str, Any]:
         "optim": svi.optim.get_state(),
         "batches": loop.stream.state() if loop.stream is not None else None,
         "rng": capture_rng_state(),
+        "rng_by_rank": _gather_rng() if dist.is_initialized() else None,
     }
 
 
@@ -78,7 +81,22 @@ def restore_training(
     svi.optim.set_state(state["optim"])
     if stream is not None and state["batches"] is not None:
         stream.restore(state["batches"])
-    restore_rng_state(state["rng"])
+    restore_rng_state(_own_rng(state))
+
+
+def _gather_rng() -> list[dict[str, Any]]:
+    states: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(states, capture_rng_state())
+    return states
+
+
+def _own_rng(state: dict[str, Any]) -> dict[str, Any]:
+    """This process's generators from a checkpoint: its own rank's when the checkpoint came
+    from a process group of the same size, otherwise rank 0's."""
+    by_rank = state.get("rng_by_rank")
+    if dist.is_initialized() and by_rank is not None and len(by_rank) == dist.get_world_size():
+        return by_rank[dist.get_rank()]
+    return state["rng"]
 
 
 def _on_device(param: torch.Tensor, device: torch.device) -> torch.Tensor:

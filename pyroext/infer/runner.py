@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pyro
 import torch
+import torch.distributed as dist
 from pyro.infer import Trace_ELBO
 from pyro.infer.elbo import ELBO
 from pyro.optim import PyroOptim
@@ -21,7 +22,15 @@ from pyroext.infer.batches import BatchStream
 from pyroext.infer.checkpoint import load_checkpoint, save_checkpoint
 from pyroext.infer.convergence import Convergence, smoothed_loss
 from pyroext.infer.device import resolve_device, to_device
+from pyroext.infer.distributed import (
+    AllReduceOptim,
+    broadcast_parameters,
+    gather_losses,
+    is_main_process,
+    shard_loader,
+)
 from pyroext.infer.resume import restore_training, training_state
+from pyroext.infer.serialization import warm_up
 from pyroext.infer.step import TensorSVI
 
 
@@ -53,7 +62,14 @@ class SVIResult(NamedTuple):
 class NonFiniteLossError(FloatingPointError):
     """Raised when the loss becomes NaN or infinite; the last checkpoint is left as it was."""
 
-    def __init__(self, step: int, value: float, losses: np.ndarray, checkpoint: Any) -> None:
+    def __init__(
+        self,
+        step: int,
+        value: float,
+        losses: np.ndarray,
+        checkpoint: Any,
+        rank: int | None = None,
+    ) -> None:
         finite = np.flatnonzero(np.isfinite(losses[: step - 1]))
         last = (
             f"last finite loss {losses[finite[-1]]:.6g} at step {finite[-1] + 1}"
@@ -61,8 +77,10 @@ class NonFiniteLossError(FloatingPointError):
             else "no finite loss before it"
         )
         where = f"; checkpoint {str(checkpoint)!r} is intact" if checkpoint else ""
-        super().__init__(f"loss is {value} at step {step} ({last}){where}")
+        on = "" if rank is None else f" on rank {rank}"
+        super().__init__(f"loss is {value} at step {step}{on} ({last}){where}")
         self.step = step
+        self.rank = rank
 
 
 def run_svi(
@@ -83,6 +101,7 @@ def run_svi(
     checkpoint_every: int = 500,
     resume: bool = False,
     convergence: Convergence | None = None,
+    distributed: bool = False,
 ) -> SVIResult:
     """Trains a guide with :class:`pyro.infer.SVI` on full-batch data or a stream of batches.
 
@@ -114,6 +133,13 @@ def run_svi(
             ``update_module_params=True``: the restored param store then becomes their weights
             (otherwise they keep fresh weights that the optimiser never steps).
         convergence: Optional early-stopping rule on the smoothed loss.
+        distributed: Data-parallel training in the process group joined by
+            :func:`~pyroext.infer.distributed.init_distributed` (see
+            :mod:`pyroext.infer.distributed`): ``data`` (a ``DataLoader``, ``batch_size`` per
+            process) is sharded, parameters start from rank 0's, process ``r`` then draws with
+            seed ``seed + r``, gradients are averaged, the recorded loss of a step is the mean
+            over processes, and only rank 0 writes the checkpoint and shows progress. A
+            non-finite loss on any process stops every process at the same step.
 
     Returns:
         An :class:`SVIResult`.
@@ -123,6 +149,10 @@ def run_svi(
         NonFiniteLossError: When a loss is NaN or infinite.
     """
     _validate(num_steps, display_every, checkpoint, checkpoint_every, resume, convergence)
+    if distributed:
+        _validate_distributed(data)
+        data = shard_loader(data, seed or 0)
+        optim = AllReduceOptim(optim or pyro.optim.Adam({"lr": 0.01}))
     device = resolve_device(device, args, model_kwargs)
     args, model_kwargs = to_device(args, device), to_device(model_kwargs or {}, device)
     for module in (model, guide):
@@ -134,11 +164,16 @@ def run_svi(
         make_args=_argument_builder(args, batch_args, device),
         model_kwargs=model_kwargs,
         checkpoint=checkpoint,
+        distributed=distributed,
     )
     if resume:
         loop.resume(device)
-    elif seed is not None:
-        pyro.set_rng_seed(seed)
+    else:
+        if seed is not None:
+            pyro.set_rng_seed(seed)
+        if distributed:
+            loop.start_together(seed)
+    progress = progress and is_main_process()
     return loop.run(num_steps, display_every, checkpoint_every, convergence, progress)
 
 
@@ -157,6 +192,29 @@ def _validate(
         raise ValueError("resume=True needs checkpoint=<path of the checkpoint to resume>")
     if convergence is not None:
         convergence.validate()
+
+
+def _validate_distributed(data: Any) -> None:
+    if not dist.is_initialized():
+        raise ValueError(
+            "distributed=True needs a torch.distributed process group: launch with torchrun "
+            "and call pyroext.infer.init_distributed(device) first"
+        )
+    if data is None:
+        raise ValueError("distributed=True needs data= (a DataLoader that each process shards)")
+
+
+def _leave_group(error: Exception) -> None:
+    """Leaves the process group after a failed step, so that the other processes fail at
+    their next collective (at once with gloo, or when torchrun stops them) instead of waiting
+    for this one until the timeout. Syncing losses first is not possible: the others may be
+    in a different collective."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    error.add_note(
+        f"pyroext.run_svi: rank {rank} of {world} failed and left the process group; an error "
+        "'Connection closed by peer' on one rank means another failed first: see its error"
+    )
+    dist.destroy_process_group()
 
 
 def _argument_builder(
@@ -183,9 +241,11 @@ class _Loop:
         make_args: Callable[[Any], tuple[Any, ...]],
         model_kwargs: dict[str, Any],
         checkpoint: str | os.PathLike | None,
+        distributed: bool = False,
     ) -> None:
         self.svi, self.stream, self.make_args = svi, stream, make_args
         self.model_kwargs, self.checkpoint = model_kwargs, checkpoint
+        self.distributed = distributed
         self.losses = np.empty(0)
         self.pending: list[torch.Tensor] = []
         self.step = 0
@@ -198,6 +258,16 @@ class _Loop:
         first_args = self._first_args()
         restore_training(self.svi, self.stream, state, first_args, self.model_kwargs, device)
         self.losses, self.step = np.asarray(state["losses"], dtype=float), state["step"]
+
+    def start_together(self, seed: int | None) -> None:
+        """Creates the lazily built parameters, copies rank 0's to every process and gives
+        each process its own random stream."""
+        first_args = self._first_args()
+        warm_up(self.svi.model, *first_args, **self.model_kwargs)
+        warm_up(self.svi.guide, *first_args, **self.model_kwargs)
+        broadcast_parameters((self.svi.model, self.svi.guide))
+        base = torch.initial_seed() if seed is None else seed
+        pyro.set_rng_seed(base + dist.get_rank())
 
     def _first_args(self) -> tuple[Any, ...]:
         if self.stream is None:
@@ -224,7 +294,7 @@ class _Loop:
                     continue
                 self._sync(bar)
                 if at_checkpoint:
-                    save_checkpoint(self.checkpoint, training_state(self))
+                    self._save()
                 if convergence is not None and convergence.reached(self.losses):
                     reason = "converged"
                     break
@@ -236,27 +306,46 @@ class _Loop:
             args = self.next_args()
             self.pending.append(self.svi.step_tensor(*args, **self.model_kwargs))
         except Exception as error:
-            self._sync(None)  # a NaN that preceded the crash is the better explanation
-            error.add_note(f"pyroext.run_svi: step {self.step + 1} failed; {self._saved()}")
+            saved = self._saved()
+            if self.distributed:
+                _leave_group(error)
+            else:
+                self._sync(None)  # a NaN that preceded the crash is the better explanation
+            error.add_note(f"pyroext.run_svi: step {self.step + 1} failed; {saved}")
             raise
         self.step += 1
+
+    def _save(self) -> None:
+        state = training_state(self)  # a collective when distributed: every rank takes part
+        if is_main_process():
+            save_checkpoint(self.checkpoint, state)
 
     def _sync(self, bar: Any) -> None:
         if not self.pending:
             return
-        values = torch.stack([v.reshape(()) for v in self.pending]).to("cpu", torch.float64)
+        values = torch.stack([v.reshape(()) for v in self.pending])
+        by_rank = gather_losses(values) if self.distributed else values[None]
+        by_rank = by_rank.to("cpu", torch.float64).numpy()
         first_step = len(self.losses) + 1
-        self.losses = np.concatenate([self.losses, values.numpy()])
+        self.losses = np.concatenate([self.losses, by_rank.mean(0)])
         self.pending.clear()
-        bad = np.flatnonzero(~np.isfinite(values.numpy()))
+        bad = np.argwhere(~np.isfinite(by_rank.T))  # (step, rank) pairs, earliest first
         if len(bad):
-            step = first_step + int(bad[0])
-            raise NonFiniteLossError(step, self.losses[step - 1], self.losses, self.checkpoint)
+            index, rank = (int(i) for i in bad[0])
+            raise NonFiniteLossError(
+                first_step + index,
+                by_rank[rank, index],
+                self.losses,
+                self.checkpoint,
+                rank if self.distributed else None,
+            )
         if bar is not None:
             bar.update(self.step - bar.n)
             bar.set_postfix(elbo=f"{-smoothed_loss(self.losses):.6g}", refresh=False)
 
     def _saved(self) -> str:
+        if self.distributed and not is_main_process():
+            return "rank 0 writes the checkpoints"
         if self.checkpoint is None or not os.path.exists(self.checkpoint):
             return "no checkpoint was written"
         return f"checkpoint {str(self.checkpoint)!r} is intact"

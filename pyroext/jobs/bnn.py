@@ -27,7 +27,14 @@ from torch.utils.data import DataLoader, TensorDataset
 from pyroext.checks import check_counts
 from pyroext.data import load_diabetes, load_digits, load_mnist
 from pyroext.diagnose import POSTERIOR_FILE, save_datatree
-from pyroext.infer import FusedOptim, SVIResult, run_svi
+from pyroext.infer import (
+    FusedOptim,
+    SVIResult,
+    init_distributed,
+    is_main_process,
+    run_svi,
+    shard_loader,
+)
 from pyroext.infer.device import resolve_device
 from pyroext.models.bnn import BayesianMLP, GaussianPrior, ScaleMixturePrior
 from pyroext.models.bnn_export import bnn_to_datatree
@@ -150,6 +157,7 @@ def fit_bnn(
     seed: int = 0,
     out: str | Path | None = None,
     progress: bool = True,
+    distributed: bool = False,
 ) -> BNNFit:
     """Trains a Bayes-by-backprop ReLU network with minibatch SVI and evaluates it on test data.
 
@@ -178,6 +186,9 @@ def fit_bnn(
             :func:`~pyroext.models.bnn_export.bnn_to_datatree`, with the training data's
             pointwise log-likelihood when it has at most 5000 points.
         progress: Show a progress bar.
+        distributed: Train data-parallel in the process group ``torchrun`` describes
+            (:func:`~pyroext.infer.init_distributed`; the CLI's ``--nproc-per-node``):
+            ``batch_size`` per process, an epoch shared by all, outputs written by rank 0.
 
     Returns:
         A :class:`BNNFit`.
@@ -190,7 +201,7 @@ def fit_bnn(
     dataset = load_bnn_data(task, data, data_dir)
     data = data or BNN_DATASETS[task][0]
     default_hidden, default_epochs = DEFAULTS[data]
-    target = resolve_device(device)
+    target = init_distributed(device) if distributed else resolve_device(device)
     pyro.set_rng_seed(seed)
     model = BayesianMLP(
         _network(dataset, default_hidden if hidden is None else hidden),
@@ -205,6 +216,7 @@ def fit_bnn(
         shuffle=True,
         drop_last=True,
     )
+    loader = shard_loader(loader, seed) if distributed else loader
     total_steps = steps or len(loader) * (epochs or default_epochs)
     result = run_svi(
         model,
@@ -218,6 +230,7 @@ def fit_bnn(
         seed=seed,
         progress=progress,
         checkpoint=None if out is None else Path(out) / "checkpoint.pt",
+        distributed=distributed,
     )
     metrics = _test_metrics(model, approx, dataset, target, num_samples)
     per_epoch = result.wall_time * len(loader) / total_steps
@@ -228,7 +241,7 @@ def fit_bnn(
     }
     summary = pd.DataFrame({"value": {**metrics, **extra}}).rename_axis("metric")
     fit = BNNFit(guide, model, approx, result, summary, metrics, per_epoch)
-    if out is not None:
+    if out is not None and is_main_process():
         title = f"BNN ({data}, {prior} prior), guide {guide}"
         _write(fit, dataset, target, num_samples, title, Path(out))
     return fit

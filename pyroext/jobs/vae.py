@@ -15,7 +15,14 @@ from torch.utils.data import DataLoader
 
 from pyroext.checks import check_counts
 from pyroext.data import BinarizedImages, load_digits, load_mnist
-from pyroext.infer import FusedOptim, SVIResult, run_svi
+from pyroext.infer import (
+    FusedOptim,
+    SVIResult,
+    init_distributed,
+    is_main_process,
+    run_svi,
+    shard_loader,
+)
 from pyroext.infer.device import resolve_device
 from pyroext.jobs.vae_figure import plot_reconstructions
 from pyroext.models.mcvae import AnnealedVAE, LangevinVAE
@@ -136,6 +143,7 @@ def fit_vae(
     seed: int = 0,
     out: str | Path | None = None,
     progress: bool = True,
+    distributed: bool = False,
 ) -> VAEFit:
     """Trains a VAE with minibatch SVI and evaluates it on the test images.
 
@@ -161,6 +169,9 @@ def fit_vae(
         out: If given, folder for ``losses.csv``, ``summary.csv``, ``loss.png``,
             ``reconstructions.png``, ``vae.pt`` and the training checkpoint.
         progress: Show a progress bar.
+        distributed: Train data-parallel in the process group ``torchrun`` describes
+            (:func:`~pyroext.infer.init_distributed`; the CLI's ``--nproc-per-node``):
+            ``batch_size`` per process, an epoch shared by all, outputs written by rank 0.
 
     Returns:
         A :class:`VAEFit`.
@@ -180,10 +191,11 @@ def fit_vae(
     dataset = load_vae_data(data, data_dir)
     default_latent, default_epochs, default_samples = DEFAULTS[data]
     latent_dim, num_samples = latent_dim or default_latent, num_samples or default_samples
-    target = resolve_device(device)
+    target = init_distributed(device) if distributed else resolve_device(device)
     pyro.set_rng_seed(seed)
     vae = _build(guide, network, dataset, latent_dim).to(target)
     loader = DataLoader(dataset.train, batch_size=batch_size, shuffle=True, drop_last=True)
+    loader = shard_loader(loader, seed) if distributed else loader
     total_steps = steps or len(loader) * (epochs or default_epochs)
     pyro.clear_param_store()
     result = run_svi(
@@ -199,6 +211,7 @@ def fit_vae(
         seed=seed,
         progress=progress,
         checkpoint=None if out is None else Path(out) / "checkpoint.pt",
+        distributed=distributed,
     )
     test = dataset.test.to(target)
     generator = torch.Generator(target).manual_seed(seed)
@@ -219,7 +232,7 @@ def fit_vae(
         metrics["acceptance_rate"] = vae.acceptance_rate.mean().item()
     summary = pd.DataFrame({"value": metrics}).rename_axis("metric")
     fit = VAEFit(guide, vae, result, summary, nll, elbo, num_samples, per_epoch)
-    if out is not None:
+    if out is not None and is_main_process():
         _write(fit, dataset, f"VAE ({data}, {network}, {objective}), guide {guide}", Path(out))
     return fit
 
