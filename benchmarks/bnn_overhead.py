@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import pyroext
 from pyroext.infer import FusedOptim, run_svi
 from pyroext.jobs.bnn import load_bnn_data
-from pyroext.models.bnn import BayesianMLP, ScaleMixturePrior
+from pyroext.models.bnn import BayesianMLP, ScaleMixturePrior, relu_mlp
 from pyroext.models.bnn_guide import AutoBayesByBackprop
 
 INIT_SCALE = 0.01
@@ -44,10 +44,7 @@ PRIOR = ScaleMixturePrior()
 
 def network(widths: list[int]) -> nn.Sequential:
     torch.manual_seed(0)
-    layers: list[nn.Module] = []
-    for width_in, width_out in itertools.pairwise(widths[:-1]):
-        layers += [nn.Linear(width_in, width_out), nn.ReLU()]
-    return nn.Sequential(*layers, nn.Linear(widths[-2], widths[-1]))
+    return relu_mlp(widths)
 
 
 def mixture_log_prior(w: Tensor) -> Tensor:

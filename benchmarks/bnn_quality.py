@@ -20,7 +20,6 @@ affords.
 
 import argparse
 import datetime
-import itertools
 import platform
 import time
 
@@ -31,6 +30,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import pyroext
 from pyroext.jobs.bnn import BNNData, fit_bnn, load_bnn_data
+from pyroext.models.bnn import relu_mlp
 from pyroext.models.bnn_predict import predictive_metrics
 
 ROWS = ("deterministic", "bbb", "bbb-lrt")
@@ -40,11 +40,7 @@ def deterministic(
     data: BNNData, hidden: tuple[int, ...], args: argparse.Namespace, seed: int
 ) -> dict:
     torch.manual_seed(seed)
-    widths = [data.x_train.shape[1], *hidden]
-    layers: list[nn.Module] = []
-    for width_in, width_out in itertools.pairwise(widths):
-        layers += [nn.Linear(width_in, width_out), nn.ReLU()]
-    net = nn.Sequential(*layers, nn.Linear(widths[-1], int(data.y_train.max()) + 1))
+    net = relu_mlp([data.x_train.shape[1], *hidden, int(data.y_train.max()) + 1])
     net = net.to(args.device)
     optim = torch.optim.Adam(net.parameters(), lr=1e-3)
     loader = DataLoader(

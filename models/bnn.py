@@ -19,9 +19,12 @@ __all__ = [
     "GaussianPrior",
     "Prior",
     "ScaleMixturePrior",
+    "relu_mlp",
 ]
 
 import copy
+import itertools
+from collections.abc import Sequence
 
 import pyro
 import pyro.distributions as dist
@@ -182,6 +185,20 @@ class BayesianMLP(PyroModule):
             raise ValueError(f"y must have shape ({x.shape[0]},), got {tuple(y.shape)}")
         if num_data is not None and num_data < x.shape[0]:
             raise ValueError(f"num_data={num_data} must be >= the batch size {x.shape[0]}")
+
+
+def relu_mlp(widths: Sequence[int]) -> nn.Sequential:
+    """The usual network for :class:`BayesianMLP`: ``nn.Linear`` layers of the given widths
+    (inputs first, outputs last) with a ReLU between each two, in torch's default
+    initialisation.
+
+    Arguments:
+        widths: Layer widths, at least two.
+    """
+    layers: list[nn.Module] = []
+    for width_in, width_out in itertools.pairwise(widths[:-1]):
+        layers += [nn.Linear(width_in, width_out), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(widths[-2], widths[-1]))
 
 
 class _LayerPrior:

@@ -13,6 +13,7 @@ and, given data, the pointwise ``log_likelihood``, ``posterior_predictive`` and
 
 __all__ = ["LAYER_STATISTICS", "bnn_to_datatree"]
 
+import math
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -24,6 +25,7 @@ from arviz_base import dict_to_dataset
 from pyro import poutine
 from torch import Tensor
 
+from pyroext.arviz.groups import SAMPLE_DIMS
 from pyroext.checks import check_counts
 from pyroext.models.bnn import BayesianMLP
 from pyroext.models.bnn_guide import AutoBayesByBackprop
@@ -168,6 +170,10 @@ def _thinned_indices(shape: torch.Size, max_per_dim: int) -> tuple[Tensor, ...]:
     )
 
 
+def _num_kept(indices: tuple[Tensor, ...]) -> int:
+    return math.prod(len(index) for index in indices)
+
+
 def _thin(value: Tensor, indices: tuple[Tensor, ...]) -> Tensor:
     """``value[:, i0][:, :, i1]...``: the kept entries of each draw."""
     for axis, index in enumerate(indices, start=1):
@@ -189,7 +195,7 @@ def _posterior(
         for name in kept
         for dim, index in zip(dims[name], kept[name], strict=True)
     }
-    exported = sum(int(np.prod([len(index) for index in kept[name]])) for name in kept)
+    exported = sum(_num_kept(kept[name]) for name in kept)
     attrs = {
         "sampled_variables": list(kept),
         "thinned": (
@@ -211,7 +217,7 @@ def _layer_summary(
         snr = loc.abs() / scale
         values = {
             "num_weights": loc.numel(),
-            "num_exported": int(np.prod([len(index) for index in kept[name]])),
+            "num_exported": _num_kept(kept[name]),
             "loc_mean": loc.mean().item(),
             "loc_sd": loc.std(correction=0).item(),
             "scale_mean": scale.mean().item(),
@@ -243,5 +249,5 @@ def _dataset(
         inference_library=pyro,
         coords=coords,
         dims=dims,
-        sample_dims=["chain", "draw"] if sample_dims is None else sample_dims,
+        sample_dims=list(SAMPLE_DIMS) if sample_dims is None else sample_dims,
     )

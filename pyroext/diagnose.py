@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from pyroext.arviz.groups import SAMPLE_DIMS
 from pyroext.diagnostics import KhatResult, vi_khat, vi_loo
 from pyroext.infer.checkpoint import atomic_target
 
 POSTERIOR_FILE = "posterior.nc"
-SAMPLE_DIMS = ("chain", "draw")
 
 
 class DiagnoseReport(NamedTuple):
@@ -95,7 +95,7 @@ def diagnose_run(
     names = _sampled_variables(dt)
     summary = azs.summary(dt, var_names=names, kind="all" if chains > 1 else "stats")
     files = [_write_csv(pd.DataFrame(summary), out / "summary.csv")]
-    plotted = _plotted_variables(dt, names)
+    plotted, unplotted = _plotted_variables(dt, names)
     stats = dt.get("sample_stats", xr.DataTree()).data_vars
     variational = "lq" in stats
     skipped = None
@@ -108,7 +108,7 @@ def diagnose_run(
     if loo is not None:
         files.append(_write_csv(_loo_table(loo), out / "loo.csv"))
     files += _plots(dt, loo, chains, plotted, out)
-    return DiagnoseReport(summary, khat, loo, files, skipped, _left_out(dt, names, plotted))
+    return DiagnoseReport(summary, khat, loo, files, skipped, unplotted)
 
 
 def _loo(dt: xr.DataTree, variational: bool) -> Any:
@@ -153,11 +153,13 @@ def _sampled_variables(dt: xr.DataTree) -> list[str] | None:
     return [str(name) for name in np.atleast_1d(names)] if names is not None else None
 
 
-def _plotted_variables(dt: xr.DataTree, names: list[str] | None) -> list[str]:
-    """The first of ``names`` (all posterior variables if None) whose panels, one per scalar,
-    fit in ArviZ's ``plot.max_subplots``."""
+def _plotted_variables(
+    dt: xr.DataTree, names: list[str] | None
+) -> tuple[list[str], tuple[str, ...]]:
+    """Splits ``names`` (all posterior variables if None) into the first ones whose panels,
+    one per scalar, fit in ArviZ's ``plot.max_subplots``, and the ones left out."""
     posterior = dt["posterior"].to_dataset()
-    limit, plotted, panels = azb.rcParams["plot.max_subplots"], [], 0
+    limit, plotted, left_out, panels = azb.rcParams["plot.max_subplots"], [], [], 0
     for name in names if names is not None else list(posterior.data_vars):
         size = math.prod(
             length for dim, length in posterior[name].sizes.items() if dim not in SAMPLE_DIMS
@@ -165,12 +167,9 @@ def _plotted_variables(dt: xr.DataTree, names: list[str] | None) -> list[str]:
         if panels + size <= limit:
             plotted.append(name)
             panels += size
-    return plotted
-
-
-def _left_out(dt: xr.DataTree, names: list[str] | None, plotted: list[str]) -> tuple[str, ...]:
-    every = names if names is not None else list(dt["posterior"].data_vars)
-    return tuple(name for name in every if name not in plotted)
+        else:
+            left_out.append(name)
+    return plotted, tuple(left_out)
 
 
 def _plots(dt: xr.DataTree, loo: Any, chains: int, names: list[str], out: Path) -> list[Path]:

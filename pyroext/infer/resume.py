@@ -20,12 +20,13 @@ def training_state(loop: Any) -> dict[str, Any]:
     """Collects the state of a training loop for :func:`~pyroext.infer.checkpoint.save_checkpoint`.
 
     Arguments:
-        loop: The runner's loop, with ``svi``, ``stream``, ``losses`` and ``step``.
+        loop: The runner's loop, with ``svi``, ``stream``, ``losses``, ``step`` and
+            ``distributed``.
 
     Returns:
         Step, loss history, param store, model and guide state dicts, optimiser state, batch
-        position and every RNG state (in a process group, every process's: gathering them is
-        a collective that all processes must enter).
+        position and every RNG state (for a data-parallel loop, every process's: gathering
+        them is a collective that all processes must enter).
     """
     svi = loop.svi
     return {
@@ -41,7 +42,7 @@ def training_state(loop: Any) -> dict[str, Any]:
         "optim": svi.optim.get_state(),
         "batches": loop.stream.state() if loop.stream is not None else None,
         "rng": capture_rng_state(),
-        "rng_by_rank": _gather_rng() if dist.is_initialized() else None,
+        "rng_by_rank": _gather_rng() if loop.distributed else None,
     }
 
 

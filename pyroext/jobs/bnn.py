@@ -11,7 +11,6 @@ __all__ = [
     "load_bnn_data",
 ]
 
-import itertools
 import math
 import os
 from pathlib import Path
@@ -36,7 +35,7 @@ from pyroext.infer import (
     shard_loader,
 )
 from pyroext.infer.device import resolve_device
-from pyroext.models.bnn import BayesianMLP, GaussianPrior, ScaleMixturePrior
+from pyroext.models.bnn import BayesianMLP, GaussianPrior, ScaleMixturePrior, relu_mlp
 from pyroext.models.bnn_export import bnn_to_datatree
 from pyroext.models.bnn_guide import AutoBayesByBackprop
 from pyroext.models.bnn_predict import predictive_metrics, sample_outputs
@@ -258,12 +257,8 @@ def _check_options(guide: str, prior: str, hidden: tuple[int, ...] | None, lr_in
 
 
 def _network(dataset: BNNData, hidden: tuple[int, ...]) -> nn.Sequential:
-    widths = [dataset.x_train.shape[1], *hidden]
-    layers: list[nn.Module] = []
-    for width_in, width_out in itertools.pairwise(widths):
-        layers += [nn.Linear(width_in, width_out), nn.ReLU()]
     outputs = 1 if dataset.likelihood == "gaussian" else int(dataset.y_train.max()) + 1
-    return nn.Sequential(*layers, nn.Linear(widths[-1], outputs))
+    return relu_mlp([dataset.x_train.shape[1], *hidden, outputs])
 
 
 def _loss(prior: str) -> ELBO:
