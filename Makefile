@@ -4,7 +4,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench pyro-suite clean
 
 # ArviZ 1.x needs Python >= 3.12: take python3.12/python3.13 from PATH if they run
 # (pyenv shims on PATH may not), else the oldest pyenv-installed 3.12+ (the version CI tests).
@@ -48,6 +48,12 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/runner_overhead.py
+
+# Pyro's own tests/infer/test_autoguide.py against pyroext's guides; PYRO is a clone of
+# pyro-ppl/pyro (read at run time, never copied here).
+pyro-suite: $(STAMP)
+	@test -n "$(PYRO)" || { echo "usage: make pyro-suite PYRO=<a clone of pyro-ppl/pyro>" >&2; exit 2; }
+	$(BIN)/python tests/pyro_suite/run.py --pyro "$(PYRO)" -- -q -rfE
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info .pytest_cache .ruff_cache

@@ -95,7 +95,8 @@ def test_zero_steps_is_exactly_the_base_guide(positive_data, guide_class, base_d
         guides[-1](positive_data)
     elbo = Trace_ELBO(num_particles=100, vectorize_particles=True, max_plate_nesting=1)
     ours, pyros = (loss_with_seed(elbo, positive_model, g, positive_data) for g in guides)
-    assert ours == pytest.approx(pyros, rel=1e-12)
+    # The same draws; the float32 density terms are summed in another order.
+    assert ours == pytest.approx(pyros, rel=1e-6)
 
 
 @pytest.mark.parametrize("guide_class", MCMC_GUIDES)
@@ -294,7 +295,7 @@ def test_model_that_cannot_broadcast_chains_is_evaluated_per_chain():
         (AutoDAIS, {"K": 2.5}, "K=2.5 must be an integer >= 0"),
         (AutoDAIS, {"base_dist": "full"}, "base_dist='full' must be one of diagonal, cholesky"),
         (AutoMetFlow, {"init_scale": 0.0}, r"init_scale=0.0 must be > 0"),
-        (AutoDAIS, {"eta_init": 0.2}, r"eta_init=0.2 must be in \(0, eta_max=0.1\)"),
+        (AutoDAIS, {"eta_init": 2.0}, r"eta_init=2.0 must be in \(0, eta_max=1.0\)"),
         (AutoDAIS, {"eta_max": -1.0}, "eta_max=-1.0 must be > 0"),
         (AutoDAIS, {"gamma_init": 1.0}, r"gamma_init=1.0 must be in \(0, 1\)"),
         (AutoMetFlow, {"acceptance": "gibbs"}, "acceptance='gibbs' must be one of barker, mh"),
@@ -329,7 +330,7 @@ def test_models_the_guides_cannot_serve_are_refused_before_training(guide_class)
     guide = guide_class(regression, K=1)
     guide(x, y)
     with pytest.raises(ValueError, match="needs the data: .*site 'obs' is not observed"):
-        guide(x)
+        guide.log_joint(torch.zeros(1, 3, dtype=x.dtype), x)
 
 
 @pytest.mark.parametrize("flow_init", ["identity", "random"])

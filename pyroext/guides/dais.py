@@ -27,19 +27,28 @@ class AutoDAIS(AutoMarkovGuide):
     .. math:: \mathcal{L} = \mathbb{E}\Big[\log p(x, z_K) - \log q_0(z_0)
               + \sum_k \big(\log N(\hat v_k; 0, M) - \log N(v_{k-1}; 0, M)\big)\Big]
 
-    holds at any step size and is trained by plain SVI. The options, their defaults and the
-    learned quantities (``eta0``, ``eta_coeff``, ``gamma``, ``beta_increments``,
-    ``mass_matrix``) follow NumPyro's ``AutoDAIS``, with two differences: ``init_loc_fn``
-    defaults to Pyro's ``init_to_median``, and the leapfrog uses the textbook kinetic energy
-    ``v^T M^{-1} v / 2`` with ``v ~ N(0, M)`` (NumPyro draws ``v`` with standard deviation
-    ``M`` and drifts by ``0.5 / M``).
+    holds at any step size and is trained by plain SVI. The options and the learned quantities
+    (``eta0``, ``eta_coeff``, ``gamma``, ``beta_increments``, ``mass_matrix``) follow NumPyro's
+    ``AutoDAIS``, with three differences:
+
+    - the leapfrog runs in ``q_0``'s whitened coordinates ``A^-1 (z - loc)`` (``A`` its scale
+      or scale-tril), so step sizes are in units of ``q_0``'s scale and a narrow base takes
+      proportionally small steps (in raw coordinates, ``init_scale=1e-4`` sent the draws of a
+      standard normal target to sd 35). The defaults ``eta_init=0.1``, ``eta_max=1`` are
+      NumPyro's 0.01 and 0.1 in raw units at the default ``init_scale=0.1``;
+    - ``init_loc_fn`` defaults to Pyro's ``init_to_median``;
+    - the kinetic energy is the textbook ``v^T M^{-1} v / 2`` with ``v ~ N(0, M)`` (NumPyro
+      draws ``v`` with standard deviation ``M`` and drifts by ``0.5 / M``).
+
+    ``torch.jit.trace`` (Pyro's ``JitTrace_ELBO``) cannot record the leapfrog's gradient for
+    a model with constrained latents; such a call raises an error saying so.
 
     Arguments:
         model: A Pyro model with continuous latents and no data subsampling.
         K: Number of annealing steps, >= 0.
         base_dist: ``"diagonal"`` or ``"cholesky"``.
-        eta_init: Initial step size, in (0, eta_max).
-        eta_max: Largest step size, > 0.
+        eta_init: Initial step size in units of ``q_0``'s scale, in (0, eta_max).
+        eta_max: Largest step size in units of ``q_0``'s scale, > 0.
         gamma_init: Initial momentum damping, in (0, 1).
         init_loc_fn: Per-site initialisation of the base mean.
         init_scale: Initial base standard deviation, > 0.
@@ -64,8 +73,8 @@ class AutoDAIS(AutoMarkovGuide):
         *,
         K: int = 4,
         base_dist: str = "diagonal",
-        eta_init: float = 0.01,
-        eta_max: float = 0.1,
+        eta_init: float = 0.1,
+        eta_max: float = 1.0,
         gamma_init: float = 0.9,
         init_loc_fn: Callable[..., Tensor] = init_to_median,
         init_scale: float = 0.1,
@@ -105,16 +114,17 @@ class AutoDAIS(AutoMarkovGuide):
     ) -> Transport:
         mass, damping = self.mass_matrix, self.gamma
         betas, step_sizes = self.schedule()
-        state = DAISState(z0, torch.randn_like(z0) * mass.sqrt())
+        state = DAISState(self._whiten(z0), torch.randn_like(z0) * mass.sqrt())
         log_density = z0.new_zeros(z0.shape[:-1])
         for beta, step_size in zip(betas, step_sizes, strict=True):
 
-            def annealed(z: Tensor, beta: Tensor = beta) -> Tensor:
+            def annealed(white: Tensor, beta: Tensor = beta) -> Tensor:
+                z = self._unwhiten(white)
                 return (1 - beta) * base.log_prob(z) + beta * log_joint(z)
 
             state, info = dais_step(
-                state, lambda z, f=annealed: value_and_grad(f, z)[1], step_size, mass, damping
+                state, lambda w, f=annealed: value_and_grad(f, w)[1], step_size, mass, damping
             )
             log_density = log_density - info.log_weight_increment
         stats = {"step_size": step_sizes.detach().expand(z0.shape[0], -1)}
-        return Transport(state.position, log_density, stats)
+        return Transport(self._unwhiten(state.position), log_density, stats)

@@ -2,54 +2,56 @@
 
 The guide draws ``z_0`` from a Gaussian ``q_0`` over the model's unconstrained latents, moves
 it with ``K`` steps of a Markov kernel that targets the model's own log density, and emits the
-final state through the usual :class:`~pyro.infer.autoguide.AutoContinuous` sites. Its
-density on the extended space (``z_0``, the kernel's auxiliary variables, ``z_K``) enters the
-ELBO through one auxiliary ``Delta`` site whose ``log_density`` holds every term beyond
-``log q_0(z_0)``, the constraining Jacobians included. The model's latent sites are emitted
-with ``log_density = 0``, so Pyro's ``TraceMeanField_ELBO``, which drops
-``Delta.log_density`` in its analytic KL, gives the same (correct) estimate as ``Trace_ELBO``.
+final state through the usual :class:`~pyro.infer.autoguide.AutoContinuous` sites. As in
+Pyro's own continuous autoguides, the whole density of the guide sits on the auxiliary
+``_latent`` site: a ``Delta`` at ``z_K`` whose ``log_density`` is ``log q_0(z_0)`` plus every
+term of the extended space (``z_0``, the kernel's auxiliary variables, ``z_K``) and the
+constraining Jacobians. The model's latent sites are emitted with ``log_density = 0``, so
+Pyro's ``TraceMeanField_ELBO``, which drops ``Delta.log_density`` in its analytic KL, gives
+the same (correct) estimate as ``Trace_ELBO``.
 """
 
 __all__ = ["AutoMarkovGuide", "Transport"]
 
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any, ClassVar, NamedTuple
 
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
-from pyro.distributions import constraints
 from pyro.distributions.util import sum_rightmost
 from pyro.infer.autoguide import AutoContinuous
 from pyro.infer.autoguide.initialization import init_to_median
-from pyro.nn import PyroParam
-from pyro.poutine import runtime
-from pyro.poutine.util import site_is_subsample
-from torch import Tensor, nn
+from torch import Tensor
 from torch.distributions import biject_to
 
-BASE_DISTS = ("diagonal", "cholesky")
-QUANTILE_SAMPLES = 1000
+from pyroext.guides.base import BASE_DISTS, GaussianBase
+from pyroext.guides.sampling import (
+    common_random_numbers,
+    forked_rng,
+    plate_batch_shape,
+    unpacked_quantiles,
+)
+from pyroext.guides.target import (
+    Arguments,
+    chains_log_density,
+    check_full_data,
+    max_plate_nesting,
+    model_trace,
+    needs_data_error,
+    picklable,
+    same_arguments,
+    unobserved_site,
+    untraced_copy,
+)
 
-
-@contextmanager
-def _own_plate_dims() -> Iterator[None]:
-    """Runs the model's plates at the dims they had in the prototype trace.
-
-    The guide evaluates the model inside whatever plates enclose the guide (ELBO particles,
-    ``Predictive``'s draws). Blocking hides the model from them, but Pyro's global dim
-    allocator would still shift or collide the model's plates; the chains broadcast at a dim
-    left of the model's plates, which no plate declares.
-    """
-    allocator = runtime._DIM_ALLOCATOR
-    saved, allocator._stack = allocator._stack, []
-    try:
-        yield
-    finally:
-        allocator._stack = saved
+SUMMARY_DRAWS = 1000
+# median() and quantiles() reuse one set of draws (common random numbers), so repeated calls
+# agree with each other, and the user's random stream is left as it was.
+SUMMARY_SEED = 0
 
 
 class Transport(NamedTuple):
@@ -69,14 +71,22 @@ class Transport(NamedTuple):
     sample_stats: dict[str, Tensor]
 
 
-class AutoMarkovGuide(AutoContinuous):
+class AutoMarkovGuide(GaussianBase, AutoContinuous):
     """A Gaussian base ``q_0`` over the unconstrained latents followed by ``K`` Markov steps.
 
     Subclasses implement :meth:`_setup_kernel` (create the kernel's parameters) and
     :meth:`_transport` (run the steps). The guide works with ``Predictive``,
-    ``AutoGuideList``, ``pyroext.arviz.from_pyro_svi`` (which stores :attr:`sample_stats` of
-    each draw in ``sample_stats``, per-step ones along a ``step`` dimension) and vectorised
-    ELBO particles, which it runs as parallel chains.
+    ``AutoGuideList``, ``torch.save``, ``pyroext.arviz.from_pyro_svi`` (which stores
+    :attr:`sample_stats` of each draw in ``sample_stats``, per-step ones along a ``step``
+    dimension) and vectorised ELBO particles, which it runs as parallel chains.
+
+    The Markov steps target the posterior, so the guide needs the data: it remembers the
+    arguments of its latest call in which every observed site was observed (the training
+    data), and a call without the observations, such as ``Predictive(model, guide=guide)(x)``
+    on new inputs, targets those remembered data, as a Pyro guide's draws do not depend on the
+    new inputs either. In an ``AutoGuideList`` the steps target the part's own (blocked)
+    model, in which the latents hidden from it are drawn from their prior at each
+    evaluation: a valid bound but a noisier target, so keep dependent latents in one part.
 
     Arguments:
         model: A Pyro model with continuous latents and no data subsampling.
@@ -89,7 +99,7 @@ class AutoMarkovGuide(AutoContinuous):
 
     Raises:
         ValueError: For options out of range; at the first call, for a model with discrete
-            latents or with scaled (subsampled) sites.
+            latents or with scaled (subsampled) sites, or without its observations.
     """
 
     sample_stats_dims: ClassVar[dict[str, tuple[str, ...]]] = {
@@ -114,55 +124,49 @@ class AutoMarkovGuide(AutoContinuous):
         if not init_scale > 0:
             raise ValueError(f"init_scale={init_scale!r} must be > 0")
         super().__init__(model, init_loc_fn=init_loc_fn)
+        # Pyro's self.model runs the init strategy at each of its sites; the target must not.
+        self._target_model = (model,)
+        self._data: Arguments | None = None
         self.K = K
         self.base_dist = base_dist
         self._init_scale = float(init_scale)
         self.sample_stats: dict[str, Tensor] = {}
         self._vectorised: bool | None = None
 
+    @property
+    def target_model(self) -> Callable[..., Any]:
+        """The model whose posterior the Markov steps target (without the init strategy)."""
+        model = self._target_model[0]
+        if model is None:
+            raise RuntimeError(
+                f"{type(self).__name__} was unpickled without its model, which could not be "
+                "pickled (a function defined inside another, say); build the guide again with "
+                "its model and load the parameters (pyroext.infer.save_guide / load_guide)"
+            )
+        return model
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pyro's AutoGuide.__getstate__ drops the model from the live guide itself; these
+        # guides evaluate the model at every call, so both keep it wherever it pickles.
+        for param in self.parameters():
+            param.__dict__.pop("unconstrained", None)
+        state = self.__dict__.copy()
+        state["master"] = None
+        if not picklable(self._target_model[0]):
+            state["_model"], state["_target_model"] = (None,), (None,)
+        return state
+
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         super()._setup_prototype(*args, **kwargs)
-        # The prototype trace hides observed sites; the Markov steps' target needs them all.
-        values = {
-            name: site["value"] for name, site in self.prototype_trace.iter_stochastic_nodes()
-        }
-        model = poutine.condition(self.model, values)
-        full = poutine.block(poutine.trace(model).get_trace)(*args, **kwargs)
-        self._check_full_data(full)
-        self._max_plate_nesting = max(
-            (
-                -frame.dim
-                for site in full.nodes.values()
-                if site["type"] == "sample"
-                for frame in site["cond_indep_stack"]
-                if frame.vectorized
-            ),
-            default=0,
-        )
-        self.loc = nn.Parameter(self._init_loc())
-        self.scale = PyroParam(
-            self.loc.new_full((self.latent_dim,), self._init_scale), constraints.softplus_positive
-        )
-        if self.base_dist == "cholesky":
-            self.scale_tril = PyroParam(
-                torch.eye(self.latent_dim, dtype=self.loc.dtype, device=self.loc.device),
-                constraints.unit_lower_cholesky,
-            )
+        full = model_trace(self.target_model, self._prototype_values(), (args, kwargs))
+        check_full_data(full, type(self).__name__)
+        self._max_plate_nesting = max_plate_nesting(full)
+        self._setup_base(self._init_loc(), self._init_scale)
         if self.K:
             self._setup_kernel()
 
-    def _check_full_data(self, trace: poutine.Trace) -> None:
-        name = type(self).__name__
-        for site in trace.nodes.values():
-            if site["type"] != "sample" or site_is_subsample(site):
-                continue
-            scale = site["scale"]
-            if isinstance(scale, Tensor) or scale != 1.0:
-                raise ValueError(
-                    f"{name}: site {site['name']!r} is scaled by {scale} (a subsampled plate or "
-                    "poutine.scale); the Markov steps need the full-data log density, and "
-                    "subsampled gradients make them inconsistent. Use subsample_size=None."
-                )
+    def _prototype_values(self) -> dict[str, Tensor]:
+        return {name: site["value"] for name, site in self.prototype_trace.iter_stochastic_nodes()}
 
     def _setup_kernel(self) -> None:
         raise NotImplementedError
@@ -171,18 +175,19 @@ class AutoMarkovGuide(AutoContinuous):
         """Runs the ``K >= 1`` Markov steps from the base draws ``z0``, ``(B, D)``."""
         raise NotImplementedError
 
-    def base_distribution(self) -> dist.TorchDistribution:
-        """The base ``q_0`` over the flattened unconstrained latents."""
-        if self.base_dist == "cholesky":
-            scale_tril = self.scale.unsqueeze(-1) * self.scale_tril
-            return dist.MultivariateNormal(self.loc, scale_tril=scale_tril)
-        return dist.Normal(self.loc, self.scale).to_event(1)
-
     def get_posterior(self, *args: Any, **kwargs: Any) -> dist.Distribution:
         raise NotImplementedError(
-            f"{type(self).__name__} has no closed-form posterior; draw from the guide "
-            "(Predictive, or base_distribution() for q_0)"
+            f"{type(self).__name__}'s posterior (the law of the chains' final state) has no "
+            "closed form; use median(), quantiles() or sample_latents(n) for summaries, "
+            "Predictive for draws, or base_distribution() for q_0"
         )
+
+    @torch.no_grad()
+    def _loc_scale(self, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:
+        """Elementwise median and standard deviation of the draws of :meth:`quantiles`, for
+        Pyro code that summarises an AutoContinuous guide by its location and scale."""
+        draws = self._summary_draws(args, kwargs)
+        return torch.quantile(draws, 0.5, dim=0), draws.std(0)
 
     def log_joint(self, z: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         """The model's log density over unconstrained latents, per chain.
@@ -200,9 +205,12 @@ class AutoMarkovGuide(AutoContinuous):
         Returns:
             Log densities ``(B,)``.
         """
+        return self._log_joint_at(z, (args, kwargs))
+
+    def _log_joint_at(self, z: Tensor, data: Arguments) -> Tensor:
         if z.shape[0] > 1 and self._vectorised is not False:
             try:
-                total = self._log_joint_chains(z, args, kwargs)
+                total = self._log_joint_chains(z, data)
             except ValueError as error:
                 if self._vectorised or "needs the data" in str(error):
                     raise
@@ -214,7 +222,7 @@ class AutoMarkovGuide(AutoContinuous):
             else:
                 self._vectorised = True
                 return total
-        return torch.cat([self._log_joint_chains(row, args, kwargs) for row in z.split(1)])
+        return torch.cat([self._log_joint_chains(row, data) for row in z.split(1)])
 
     def _warn_not_vectorised(self, error: Exception) -> None:
         self._vectorised = False
@@ -223,10 +231,10 @@ class AutoMarkovGuide(AutoContinuous):
             f"({type(error).__name__}: {str(error).partition(chr(10))[0]}); evaluating it one "
             "chain at a time, which is slower",
             UserWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
 
-    def _log_joint_chains(self, z: Tensor, args: tuple, kwargs: dict[str, Any]) -> Tensor:
+    def _log_joint_chains(self, z: Tensor, data: Arguments) -> Tensor:
         chains = z.shape[0]
         if chains == 1:
             latent, nesting = z.reshape(z.shape[-1:]), 0
@@ -234,75 +242,77 @@ class AutoMarkovGuide(AutoContinuous):
             nesting = self._max_plate_nesting
             latent = z.reshape((chains,) + (1,) * nesting + z.shape[-1:])
         values, inverse_log_det = self._constrain(latent)
-        total = -inverse_log_det.reshape(chains)
-        with poutine.block(), _own_plate_dims():
-            trace = poutine.trace(poutine.condition(self.model, values)).get_trace(*args, **kwargs)
-        self._check_observed(trace)
-        trace.compute_log_prob()
-        for site in trace.nodes.values():
-            if site["type"] == "sample" and "log_prob" in site:
-                total = total + self._per_chain(site["log_prob"], chains)
-        return total
+        trace = model_trace(self.target_model, values, data)
+        missing = unobserved_site(trace)
+        if missing is not None:
+            raise needs_data_error(type(self).__name__, missing)
+        name = type(self).__name__
+        return chains_log_density(trace, chains, nesting, name) - inverse_log_det.reshape(chains)
 
-    def _check_observed(self, trace: poutine.Trace) -> None:
-        for site in trace.nodes.values():
-            if (
-                site["type"] == "sample"
-                and not site["is_observed"]
-                and not site_is_subsample(site)
-            ):
-                raise ValueError(
-                    f"{type(self).__name__} targets the posterior, so it needs the data: call "
-                    f"it with the arguments it was trained with (site {site['name']!r} is not "
-                    "observed). For predictions, draw the latents with Predictive(model, "
-                    "guide=guide, return_sites=[...])(*data), then Predictive(model, "
-                    "posterior_samples=...)(*new_inputs)."
-                )
-
-    def _per_chain(self, log_prob: Tensor, chains: int) -> Tensor:
-        nesting = self._max_plate_nesting
-        if chains == 1 or log_prob.dim() <= nesting:
-            return log_prob.sum().expand(chains)
-        if log_prob.dim() > nesting + 1:
-            raise ValueError(
-                f"{type(self).__name__}: a log density of shape {tuple(log_prob.shape)} has "
-                f"more batch dimensions than the model's {nesting} plates"
-            )
-        return log_prob.reshape(log_prob.shape[0], -1).sum(-1).expand(chains)
-
-    def forward(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
-        """Draws the model's latents; see the class docstring for the density bookkeeping."""
+    def _target_data(self, args: tuple, kwargs: dict[str, Any]) -> Arguments:
+        """The data of this call if it observes every observed site, else the remembered."""
         if self.prototype_trace is None:
             self._setup_prototype(*args, **kwargs)
-        base = self.base_distribution()
-        z0 = pyro.sample(f"_{self._pyro_name}_base", base, infer={"is_auxiliary": True})
-        batch_shape = z0.shape[:-1]
-        flat = z0.reshape(-1, self.latent_dim)
+        if same_arguments(self._data, args, kwargs):
+            return self._data
+        with forked_rng(self.loc.device):  # the check samples the sites it finds unobserved
+            trace = model_trace(self.target_model, self._prototype_values(), (args, kwargs))
+        missing = unobserved_site(trace)
+        if missing is None:
+            self._data = (args, kwargs)
+            return self._data
+        if self._data is None:
+            raise needs_data_error(type(self).__name__, missing)
+        if torch.jit.is_tracing():
+            return untraced_copy(self._data)
+        return self._data
+
+    def _move(self, z0: Tensor, base: dist.Distribution, data: Arguments) -> Transport:
+        """Runs the Markov steps from flat base draws ``z0`` and records their statistics."""
 
         def log_joint(z: Tensor) -> Tensor:
-            return self.log_joint(z, *args, **kwargs)
+            return self._log_joint_at(z, data)
 
         if self.K:
-            transport = self._transport(flat, base, log_joint)
+            transport = self._transport(z0, base, log_joint)
         else:
-            transport = Transport(flat, flat.new_zeros(flat.shape[0]), {})
+            transport = Transport(z0, z0.new_zeros(z0.shape[0]), {})
         if "log_weight" not in transport.sample_stats:
             with torch.no_grad():
                 log_weight = (
-                    log_joint(transport.position) - base.log_prob(flat) - transport.log_density
+                    log_joint(transport.position) - base.log_prob(z0) - transport.log_density
                 )
             transport.sample_stats["log_weight"] = log_weight
-        latent = transport.position.reshape(z0.shape)
-        values, log_det = self._constrain(latent)
+        self.sample_stats = {k: v.detach() for k, v in transport.sample_stats.items()}
+        return transport
+
+    def sample_latent(self, *args: Any, **kwargs: Any) -> Tensor:
+        """Draws the final states ``z_K`` as the auxiliary ``_latent`` site (see the module
+        docstring), one per draw of the enclosing plates; ``(..., D)``, unconstrained."""
+        return self._sample(args, kwargs)[0]
+
+    def _sample(self, args: tuple, kwargs: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        data = self._target_data(args, kwargs)
+        base = self.base_distribution()
+        z0 = base.rsample(plate_batch_shape())
+        transport = self._move(z0.reshape(-1, self.latent_dim), base, data)
+        position = transport.position.reshape(z0.shape)
+        values, log_det = self._constrain(position)
         if poutine.get_mask() is False:
             log_det = torch.zeros_like(log_det)
-        self.sample_stats = {k: v.detach() for k, v in transport.sample_stats.items()}
-        correction = transport.log_density.reshape(batch_shape) + log_det
-        pyro.sample(
+        log_density = base.log_prob(z0) + transport.log_density.reshape(z0.shape[:-1]) + log_det
+        latent = pyro.sample(
             f"_{self._pyro_name}_latent",
-            dist.Delta(latent, log_density=correction, event_dim=1),
+            dist.Delta(position, log_density=log_density, event_dim=1),
             infer={"is_auxiliary": True, "sample_stats": self.sample_stats},
         )
+        if latent is not position:  # replayed or conditioned
+            values, _ = self._constrain(latent)
+        return latent, values
+
+    def forward(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
+        """Draws the model's latents; see the module docstring for the density bookkeeping."""
+        _, values = self._sample(args, kwargs)
         plates = self._create_plates(*args, **kwargs)
         result = {}
         for name, value in values.items():
@@ -326,29 +336,24 @@ class AutoMarkovGuide(AutoContinuous):
             log_det = log_det + term.sum_to_size(batch_shape)
         return values, log_det
 
-    def _loc_scale(self, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError(f"{type(self).__name__} has no location-scale form")
-
     @torch.no_grad()
     def sample_latents(self, num_samples: int, *args: Any, **kwargs: Any) -> Tensor:
         """Draws ``num_samples`` final states ``z_K`` (unconstrained, flattened), ``(S, D)``."""
-        if self.prototype_trace is None:
-            self._setup_prototype(*args, **kwargs)
-        name = f"_{self._pyro_name}_latent"
-        with (
-            poutine.block(),
-            pyro.plate("_pyroext_draws", num_samples, dim=-self._max_plate_nesting - 1),
-        ):
-            trace = poutine.trace(self).get_trace(*args, **kwargs)
-        return trace.nodes[name]["value"].reshape(num_samples, self.latent_dim)
+        data = self._target_data(args, kwargs)
+        base = self.base_distribution()
+        return self._move(base.sample((num_samples,)), base, data).position
 
+    @torch.no_grad()
     def quantiles(
         self, quantiles: list[float] | Tensor, *args: Any, **kwargs: Any
     ) -> dict[str, Tensor]:
         """Posterior quantiles of each latent site, estimated from 1000 guide draws.
 
         Quantiles are taken elementwise in the unconstrained space and mapped to the
-        constrained one, like Pyro's own ``quantiles`` (exact for scalar supports).
+        constrained one, like Pyro's own ``quantiles`` (exact for scalar supports). The draws
+        start from antithetic base draws with a fixed seed (the caller's random state is
+        restored), so ``median()`` equals ``quantiles([0.5])``, repeated calls agree, and a
+        guide whose steps have not moved yet returns exactly its base's quantiles at 0.5.
 
         Arguments:
             quantiles: Levels in (0, 1).
@@ -357,13 +362,20 @@ class AutoMarkovGuide(AutoContinuous):
 
         Returns:
             A dict from site name to a tensor with the levels as leading dimension.
+
+        Raises:
+            ValueError: If a level is outside (0, 1).
         """
-        draws = self.sample_latents(QUANTILE_SAMPLES, *args, **kwargs)
-        levels = torch.as_tensor(quantiles, dtype=draws.dtype, device=draws.device)
-        latent = torch.quantile(draws, levels, dim=0)
-        values, _ = self._constrain(latent)
-        return values
+        return unpacked_quantiles(self, self._summary_draws(args, kwargs), quantiles)
 
     def median(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
-        """Posterior median of each latent site, estimated from 1000 guide draws."""
+        """Posterior median of each latent site: ``quantiles([0.5])`` (see there)."""
         return {name: value[0] for name, value in self.quantiles([0.5], *args, **kwargs).items()}
+
+    def _summary_draws(self, args: tuple, kwargs: dict[str, Any]) -> Tensor:
+        data = self._target_data(args, kwargs)
+        with common_random_numbers(self.loc.device, SUMMARY_SEED):
+            base = self.base_distribution()
+            half = base.sample((SUMMARY_DRAWS // 2,))
+            z0 = torch.cat([half, 2 * self.loc - half])
+            return self._move(z0, base, data).position

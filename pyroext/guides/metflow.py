@@ -121,13 +121,8 @@ class AutoMetFlow(AutoMarkovGuide):
         them rejected once ``q_0`` is narrow, and then gets no gradient. The conjugation
         leaves the Jacobian determinant unchanged.
         """
-        if self.base_dist == "cholesky":
-            tril = self.scale.unsqueeze(-1) * self.scale_tril
-            white = torch.linalg.solve_triangular(tril, (z - self.loc).unsqueeze(-1), upper=False)
-            moved, log_det = bijection(white.squeeze(-1), u)
-            return self.loc + (tril @ moved.unsqueeze(-1)).squeeze(-1), log_det
-        moved, log_det = bijection((z - self.loc) / self.scale, u)
-        return self.loc + self.scale * moved, log_det
+        moved, log_det = bijection(self._whiten(z), u)
+        return self._unwhiten(moved), log_det
 
     def _transport(
         self, z0: Tensor, base: dist.Distribution, log_joint: Callable[[Tensor], Tensor]

@@ -1,11 +1,17 @@
 """Gradients of log densities inside guides, differentiable when the guide is being trained."""
 
-__all__ = ["value_and_grad"]
+__all__ = ["JIT_MESSAGE", "value_and_grad"]
 
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
+
+JIT_MESSAGE = (
+    "torch.jit.trace cannot record the gradient of the model's log density that this guide "
+    "takes inside each step (its backward pass saves tensors the tracer cannot capture); use "
+    "Trace_ELBO instead of JitTrace_ELBO, and do not jit-trace the guide"
+)
 
 
 def value_and_grad(
@@ -29,7 +35,13 @@ def value_and_grad(
     with torch.enable_grad():
         point = position if position.requires_grad else position.detach().requires_grad_()
         value = log_density(point)
-        (grad,) = torch.autograd.grad(value.sum(), point, create_graph=training)
+        tracing = torch.jit.is_tracing()  # the failing backward pass leaves tracing state off
+        try:
+            (grad,) = torch.autograd.grad(value.sum(), point, create_graph=training)
+        except RuntimeError as error:
+            if tracing and "as a constant" in str(error):
+                raise RuntimeError(JIT_MESSAGE) from error
+            raise
     if training:
         return value, grad
     return value.detach(), grad.detach()

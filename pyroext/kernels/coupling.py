@@ -3,36 +3,61 @@
 __all__ = ["ConditionalCouplingFlow"]
 
 import torch
-from pyro.distributions.transforms import ConditionalAffineCoupling
-from pyro.nn import ConditionalDenseNN
+from pyro.nn import ConditionalDenseNN, PyroModule
+from pyro.nn.module import to_pyro_module_
 from torch import Tensor, nn
 
 
-class _BoundedLogScale(nn.Module):
+class _BoundedLogScale(PyroModule):
     """Hypernetwork wrapper: a tanh keeps every log-scale in (-1, 1), so ``exp`` never overflows
-    and Pyro's clamp of the log-scale (to [-5, 3]) never cuts a gradient."""
+    (Pyro's affine coupling clamps the log-scale to [-5, 3], cutting the gradient there)."""
 
     def __init__(self, net: ConditionalDenseNN, identity: bool) -> None:
         super().__init__()
-        self.net = net
         if identity:
             nn.init.zeros_(net.layers[-1].weight)
             nn.init.zeros_(net.layers[-1].bias)
+        to_pyro_module_(net)
+        self.net = net
 
     def forward(self, x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
         shift, log_scale = self.net(x, context)
         return shift, torch.tanh(log_scale)
 
 
-class ConditionalCouplingFlow(nn.Module):
+class _AffineCoupling(PyroModule):
+    """RealNVP's affine coupling: the first ``split`` coordinates set the shift and log-scale
+    of the others. A :class:`~pyro.nn.PyroModule` throughout (Pyro's own coupling transform
+    cannot be one), so a guide holding it behaves like Pyro's guides under
+    ``requires_grad_(False)``."""
+
+    def __init__(self, split: int, hypernet: _BoundedLogScale) -> None:
+        super().__init__()
+        self.split = split
+        self.nn = hypernet
+
+    def forward(self, x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+        kept, moved = x[..., : self.split], x[..., self.split :]
+        shift, log_scale = self.nn(kept, context)
+        y = torch.cat([kept, torch.exp(log_scale) * moved + shift], dim=-1)
+        return y, log_scale.sum(-1)
+
+    def inverse(self, y: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+        kept, moved = y[..., : self.split], y[..., self.split :]
+        shift, log_scale = self.nn(kept, context)
+        x = torch.cat([kept, (moved - shift) * torch.exp(-log_scale)], dim=-1)
+        return x, -log_scale.sum(-1)
+
+
+class ConditionalCouplingFlow(PyroModule):
     """A stack of affine couplings ``T_u`` with an exact inverse, conditioned on a vector ``u``.
 
-    Each layer is Pyro's :class:`~pyro.distributions.transforms.ConditionalAffineCoupling`
-    whose hypernetwork sees the untouched half of ``z`` stacked with ``u`` (MetFlow's
-    "stacking" aggregation); every other layer works on the reversed coordinates, so
-    that every coordinate is transformed. By default the flow starts as the identity. In
-    one dimension the single coupling conditions on ``u`` only, i.e. it is an affine map
-    whose shift and scale depend on ``u``.
+    Each layer is an affine coupling (as Pyro's
+    :class:`~pyro.distributions.transforms.ConditionalAffineCoupling`) whose hypernetwork sees
+    the untouched half of ``z`` stacked with ``u`` (MetFlow's "stacking" aggregation); every
+    other layer works on the reversed coordinates, so that every coordinate is transformed.
+    By default the flow starts as the identity. In one dimension the single coupling
+    conditions on ``u`` only, i.e. it is an affine map whose shift and scale depend on ``u``.
 
     Arguments:
         dim: Dimension ``D`` of ``z``.
@@ -66,8 +91,8 @@ class ConditionalCouplingFlow(nn.Module):
         if hidden < 1:
             raise ValueError(f"hidden_dim={hidden_dim} must be >= 1")
         split = dim // 2
-        self.couplings = nn.ModuleList(
-            ConditionalAffineCoupling(
+        self.couplings = PyroModule[nn.ModuleList](
+            _AffineCoupling(
                 split,
                 _BoundedLogScale(
                     ConditionalDenseNN(
@@ -88,9 +113,8 @@ class ConditionalCouplingFlow(nn.Module):
         log_det = z.new_zeros(z.shape[:-1])
         for index, coupling in enumerate(self.couplings):
             x = z.flip(-1) if index % 2 else z
-            transform = coupling.condition(context)
-            y = transform(x)
-            log_det = log_det + transform.log_abs_det_jacobian(x, y)
+            y, layer_log_det = coupling(x, context)
+            log_det = log_det + layer_log_det
             z = y.flip(-1) if index % 2 else y
         return z, log_det
 
@@ -99,8 +123,7 @@ class ConditionalCouplingFlow(nn.Module):
         log_det = z.new_zeros(z.shape[:-1])
         for index in reversed(range(len(self.couplings))):
             y = z.flip(-1) if index % 2 else z
-            transform = self.couplings[index].condition(context)
-            x = transform.inv(y)
-            log_det = log_det - transform.log_abs_det_jacobian(x, y)
+            x, layer_log_det = self.couplings[index].inverse(y, context)
+            log_det = log_det + layer_log_det
             z = x.flip(-1) if index % 2 else x
         return z, log_det
