@@ -295,7 +295,7 @@ def test_model_that_cannot_broadcast_chains_is_evaluated_per_chain():
         (AutoDAIS, {"K": 2.5}, "K=2.5 must be an integer >= 0"),
         (AutoDAIS, {"base_dist": "full"}, "base_dist='full' must be one of diagonal, cholesky"),
         (AutoMetFlow, {"init_scale": 0.0}, r"init_scale=0.0 must be > 0"),
-        (AutoDAIS, {"eta_init": 2.0}, r"eta_init=2.0 must be in \(0, eta_max=1.0\)"),
+        (AutoDAIS, {"eta_init": 12.0}, r"eta_init=12.0 must be in \(0, eta_max=10.0\)"),
         (AutoDAIS, {"eta_max": -1.0}, "eta_max=-1.0 must be > 0"),
         (AutoDAIS, {"gamma_init": 1.0}, r"gamma_init=1.0 must be in \(0, 1\)"),
         (AutoMetFlow, {"acceptance": "gibbs"}, "acceptance='gibbs' must be one of barker, mh"),
