@@ -31,7 +31,6 @@ from torch.distributions import biject_to
 from pyroext.guides.base import BASE_DISTS, GaussianBase
 from pyroext.guides.sampling import (
     common_random_numbers,
-    forked_rng,
     plate_batch_shape,
     unpacked_quantiles,
 )
@@ -47,6 +46,7 @@ from pyroext.guides.target import (
     unobserved_site,
     untraced_copy,
 )
+from pyroext.infer.checkpoint import preserved_rng_state
 
 SUMMARY_DRAWS = 1000
 # median() and quantiles() reuse one set of draws (common random numbers), so repeated calls
@@ -243,10 +243,10 @@ class AutoMarkovGuide(GaussianBase, AutoContinuous):
             latent = z.reshape((chains,) + (1,) * nesting + z.shape[-1:])
         values, inverse_log_det = self._constrain(latent)
         trace = model_trace(self.target_model, values, data)
+        name = type(self).__name__
         missing = unobserved_site(trace)
         if missing is not None:
-            raise needs_data_error(type(self).__name__, missing)
-        name = type(self).__name__
+            raise needs_data_error(name, missing)
         return chains_log_density(trace, chains, nesting, name) - inverse_log_det.reshape(chains)
 
     def _target_data(self, args: tuple, kwargs: dict[str, Any]) -> Arguments:
@@ -255,7 +255,7 @@ class AutoMarkovGuide(GaussianBase, AutoContinuous):
             self._setup_prototype(*args, **kwargs)
         if same_arguments(self._data, args, kwargs):
             return self._data
-        with forked_rng(self.loc.device):  # the check samples the sites it finds unobserved
+        with preserved_rng_state():  # the check samples the sites it finds unobserved
             trace = model_trace(self.target_model, self._prototype_values(), (args, kwargs))
         missing = unobserved_site(trace)
         if missing is None:

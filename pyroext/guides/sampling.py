@@ -1,6 +1,6 @@
 """Random draws of an MCMC-in-guide guide: their batch shape, their seeds, their quantiles."""
 
-__all__ = ["common_random_numbers", "forked_rng", "plate_batch_shape", "unpacked_quantiles"]
+__all__ = ["common_random_numbers", "plate_batch_shape", "unpacked_quantiles"]
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,6 +10,8 @@ from pyro.infer.autoguide import AutoContinuous
 from pyro.poutine import runtime
 from torch import Tensor
 from torch.distributions import biject_to
+
+from pyroext.infer.checkpoint import preserved_rng_state
 
 
 def plate_batch_shape() -> torch.Size:
@@ -24,19 +26,9 @@ def plate_batch_shape() -> torch.Size:
 
 
 @contextmanager
-def forked_rng(device: torch.device) -> Iterator[None]:
-    """Restores torch's random state (the CPU's, and ``device``'s if a GPU) on exit."""
-    devices = []
-    if device.type == "cuda":
-        devices = [torch.cuda.current_device() if device.index is None else device.index]
-    with torch.random.fork_rng(devices=devices):
-        yield
-
-
-@contextmanager
 def common_random_numbers(device: torch.device, seed: int) -> Iterator[None]:
     """Draws from a fixed seed inside, and leaves the caller's random state as it was."""
-    with forked_rng(device):
+    with preserved_rng_state():
         torch.random.default_generator.manual_seed(seed)
         if device.type == "cuda":
             with torch.cuda.device(device):

@@ -4,6 +4,7 @@ __all__ = [
     "atomic_target",
     "capture_rng_state",
     "load_checkpoint",
+    "preserved_rng_state",
     "restore_rng_state",
     "save_checkpoint",
 ]
@@ -40,6 +41,16 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     pyro.util.set_rng_state(state)
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextlib.contextmanager
+def preserved_rng_state() -> Iterator[None]:
+    """Leaves every generator of :func:`capture_rng_state` as it was, whatever runs inside."""
+    state = capture_rng_state()
+    try:
+        yield
+    finally:
+        restore_rng_state(state)
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ import torch
 from pyro import poutine
 
 import pyroext
-from pyroext.infer.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
+from pyroext.infer.checkpoint import preserved_rng_state, save_checkpoint
 
 
 def warm_up(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
@@ -31,12 +31,8 @@ def warm_up(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         args: Positional arguments for ``fn``.
         kwargs: Keyword arguments for ``fn``.
     """
-    rng = capture_rng_state()
-    try:
-        with poutine.block():
-            fn(*args, **kwargs)
-    finally:
-        restore_rng_state(rng)
+    with preserved_rng_state(), poutine.block():
+        fn(*args, **kwargs)
 
 
 def save_guide(guide: torch.nn.Module, path: str | os.PathLike) -> None:

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 class _BoundedLogScale(PyroModule):
     """Hypernetwork wrapper: a tanh keeps every log-scale in (-1, 1), so ``exp`` never overflows
-    (Pyro's affine coupling clamps the log-scale to [-5, 3], cutting the gradient there)."""
+    and no layer scales a coordinate by more than e (a clamp would cut the gradient instead)."""
 
     def __init__(self, net: ConditionalDenseNN, identity: bool) -> None:
         super().__init__()
