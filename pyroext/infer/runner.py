@@ -1,6 +1,6 @@
 """The SVI runner every pyroext model and the CLI train with."""
 
-__all__ = ["NonFiniteLossError", "SVIResult", "run_svi"]
+__all__ = ["COMPILE_MIN_STEPS", "NonFiniteLossError", "SVIResult", "run_svi"]
 
 import os
 import time
@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from pyroext.checks import check_counts
 from pyroext.infer.batches import BatchStream
 from pyroext.infer.checkpoint import load_checkpoint, save_checkpoint
+from pyroext.infer.compiled import CompiledELBO, compiled_elbo
 from pyroext.infer.convergence import Convergence, smoothed_loss
 from pyroext.infer.device import resolve_device, to_device
 from pyroext.infer.distributed import (
@@ -29,9 +30,15 @@ from pyroext.infer.distributed import (
     is_main_process,
     shard_loader,
 )
+from pyroext.infer.optim import FusedOptim
 from pyroext.infer.resume import restore_training, training_state
 from pyroext.infer.serialization import warm_up
 from pyroext.infer.step import TensorSVI
+
+COMPILE_MIN_STEPS = 2000
+"""Steps from which ``compile="auto"`` compiles: recording and compiling take seconds (a few
+on a small model, tens on an MCMC guide), which a compiled step repays only over thousands of
+steps (benchmarks/compiled_svi.py)."""
 
 
 class SVIResult(NamedTuple):
@@ -45,6 +52,8 @@ class SVIResult(NamedTuple):
         stop_reason: ``"max_steps"`` or ``"converged"``.
         relative_change: Last relative change of the windowed loss (``None`` without a
             convergence rule or with too few steps).
+        compile_time: Seconds of ``wall_time`` spent recording and compiling graphs
+            (``compile=True``; 0 otherwise).
     """
 
     losses: np.ndarray
@@ -52,6 +61,7 @@ class SVIResult(NamedTuple):
     wall_time: float
     stop_reason: str
     relative_change: float | None
+    compile_time: float = 0.0
 
     def loss_series(self) -> pd.Series:
         """The loss history as a pandas Series indexed by step (1-based)."""
@@ -102,6 +112,7 @@ def run_svi(
     resume: bool = False,
     convergence: Convergence | None = None,
     distributed: bool = False,
+    compile: bool | str = False,
 ) -> SVIResult:
     """Trains a guide with :class:`pyro.infer.SVI` on full-batch data or a stream of batches.
 
@@ -140,6 +151,12 @@ def run_svi(
             seed ``seed + r``, gradients are averaged, the recorded loss of a step is the mean
             over processes, and only rank 0 writes the checkpoint and shows progress. A
             non-finite loss on any process stops every process at the same step.
+        compile: ``True`` runs every step as one compiled graph
+            (:class:`~pyroext.infer.compiled.CompiledELBO`: ``Trace_ELBO`` and
+            ``TraceMeanField_ELBO``, with the same draws as eager Pyro) and raises
+            :class:`~pyroext.infer.compiled.NotCompilable` for a program one graph cannot
+            stand for; ``"auto"`` compiles runs of at least :data:`COMPILE_MIN_STEPS` steps and
+            goes on eagerly, with a warning naming the site and reason, where compiling fails.
 
     Returns:
         An :class:`SVIResult`.
@@ -149,17 +166,18 @@ def run_svi(
         NonFiniteLossError: When a loss is NaN or infinite.
     """
     _validate(num_steps, display_every, checkpoint, checkpoint_every, resume, convergence)
+    loss, optim = _engine(loss, optim, compile, num_steps)
     if distributed:
         _validate_distributed(data)
         data = shard_loader(data, seed or 0)
-        optim = AllReduceOptim(optim or pyro.optim.Adam({"lr": 0.01}))
+        optim = AllReduceOptim(optim)
     device = resolve_device(device, args, model_kwargs)
     args, model_kwargs = to_device(args, device), to_device(model_kwargs or {}, device)
     for module in (model, guide):
         if isinstance(module, torch.nn.Module):
             module.to(device)
     loop = _Loop(
-        svi=TensorSVI(model, guide, optim or pyro.optim.Adam({"lr": 0.01}), loss or Trace_ELBO()),
+        svi=TensorSVI(model, guide, optim, loss),
         stream=BatchStream(data) if data is not None else None,
         make_args=_argument_builder(args, batch_args, device),
         model_kwargs=model_kwargs,
@@ -175,6 +193,20 @@ def run_svi(
             loop.start_together(seed)
     progress = progress and is_main_process()
     return loop.run(num_steps, display_every, checkpoint_every, convergence, progress)
+
+
+def _engine(
+    loss: ELBO | None, optim: PyroOptim | None, compile: bool | str, num_steps: int
+) -> tuple[ELBO, PyroOptim]:
+    """The ELBO and optimiser of a run: compiled ones where ``compile`` asks for them."""
+    if not (isinstance(compile, bool) or compile == "auto"):
+        raise ValueError(f"compile={compile!r} must be True, False or 'auto'")
+    loss = loss or Trace_ELBO()
+    if compile is True or (compile == "auto" and num_steps >= COMPILE_MIN_STEPS):
+        loss = compiled_elbo(loss, strict=compile is True)
+        if optim is None:  # one fused Adam kernel, not one torch optimiser per parameter
+            optim = FusedOptim(torch.optim.Adam, {"lr": 0.01, "fused": True})
+    return loss, optim or pyro.optim.Adam({"lr": 0.01})
 
 
 def _validate(
@@ -299,7 +331,12 @@ class _Loop:
                     reason = "converged"
                     break
         change = convergence.relative_change(self.losses) if convergence else None
-        return SVIResult(self.losses, self.step, time.perf_counter() - start, reason, change)
+        wall_time = time.perf_counter() - start
+        return SVIResult(self.losses, self.step, wall_time, reason, change, self._compile_time())
+
+    def _compile_time(self) -> float:
+        loss = self.svi.elbo
+        return loss.compile_stats.total_seconds if isinstance(loss, CompiledELBO) else 0.0
 
     def _guarded_step(self) -> None:
         try:

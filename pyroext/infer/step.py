@@ -13,6 +13,8 @@ from pyro.infer.elbo import ELBO
 from pyro.optim import PyroOptim
 from torch import Tensor
 
+from pyroext.infer.compiled.elbo import CompiledELBO
+
 
 class TensorSVI(SVI):
     """Pyro's SVI, with :meth:`step_tensor` returning the loss without a device-to-host sync.
@@ -35,6 +37,7 @@ class TensorSVI(SVI):
 
     def __init__(self, model: Any, guide: Any, optim: PyroOptim, loss: ELBO) -> None:
         super().__init__(model, guide, optim, loss)
+        self.elbo = loss  # SVI keeps only the ELBO's bound methods
         for attribute, backward in SYNC_FREE_PATHS:
             if _is_gradient_path(loss, attribute):
                 self.loss_and_grads = functools.partial(backward, loss)
@@ -46,6 +49,12 @@ class TensorSVI(SVI):
         Raises:
             TypeError: For objectives whose loss is a tuple (ReweightedWakeSleep).
         """
+        if isinstance(self.elbo, CompiledELBO):  # it knows its parameters: no capture needed
+            loss, params = self.elbo.step(self.model, self.guide, *args, **kwargs)
+            self.optim(params)
+            for param in params:
+                param.grad = None  # the next compiled step assigns its gradients
+            return loss
         with poutine.trace(param_only=True) as param_capture:
             loss = self.loss_and_grads(self.model, self.guide, *args, **kwargs)
         params = {site["value"].unconstrained() for site in param_capture.trace.nodes.values()}

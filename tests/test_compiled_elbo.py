@@ -1,0 +1,355 @@
+"""The compiled ELBO step against eager Pyro: same draws, same trajectory, clear refusals."""
+
+import functools
+import warnings
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.infer.autoguide import (
+    AutoDelta,
+    AutoDiagonalNormal,
+    AutoGuideList,
+    AutoLowRankMultivariateNormal,
+    AutoMultivariateNormal,
+    AutoNormal,
+)
+from torch.utils.data import DataLoader, TensorDataset
+
+from pyroext.guides import AutoDAIS, AutoMetFlow
+from pyroext.infer import NonFiniteLossError, run_svi
+from pyroext.infer.compiled import (
+    CompiledTrace_ELBO,
+    CompiledTraceMeanField_ELBO,
+    CompileFallbackWarning,
+    NotCompilable,
+    compiled_elbo,
+)
+
+
+def regression(x, y=None):
+    w = pyro.sample("w", dist.Normal(0.0, 1.0).expand([x.shape[1]]).to_event(1))
+    sigma = pyro.sample("sigma", dist.LogNormal(0.0, 1.0))
+    with pyro.plate("data", x.shape[0]):
+        mean = (x * w.unsqueeze(-2)).sum(-1)
+        pyro.sample("obs", dist.Normal(mean, sigma.unsqueeze(-1)), obs=y)
+
+
+def minibatch_regression(x, y, size):
+    w = pyro.sample("w", dist.Normal(0.0, 1.0).expand([x.shape[1]]).to_event(1))
+    with pyro.plate("data", size, subsample_size=x.shape[0]):
+        pyro.sample("obs", dist.Normal(x @ w, 0.5), obs=y)
+
+
+def subsampled_regression(x, y):
+    w = pyro.sample("w", dist.Normal(0.0, 1.0).expand([x.shape[1]]).to_event(1))
+    with pyro.plate("data", x.shape[0], subsample_size=10) as index:
+        pyro.sample("obs", dist.Normal(x[index] @ w, 0.5), obs=y[index])
+
+
+def nested(x):
+    """Groups x members, a latent per group with an event dim, a per-member latent."""
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+    with pyro.plate("groups", x.shape[0], dim=-2):
+        theta = pyro.sample("theta", dist.Normal(mu, 1.0).to_event(1))
+        with pyro.plate("members", x.shape[1], dim=-1):
+            u = pyro.sample("u", dist.Normal(0.0, 0.5))
+            pyro.sample("x", dist.Normal(theta.sum(-1) + u, 1.0), obs=x)
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+@pytest.fixture
+def data():
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(40, 3, generator=generator, dtype=torch.float64)
+    y = x @ torch.tensor([1.0, -1.0, 0.5], dtype=torch.float64)
+    return x, y + 0.5 * torch.randn(40, generator=generator, dtype=torch.float64)
+
+
+def trajectory(model, make_guide, args, loss, steps=12, compile=False):
+    pyro.clear_param_store()
+    result = run_svi(
+        model,
+        make_guide(model),
+        *args,
+        num_steps=steps,
+        loss=loss,
+        optim=pyro.optim.Adam({"lr": 0.05}),
+        seed=0,
+        progress=False,
+        compile=compile,
+    )
+    return result, {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
+
+
+def assert_same_run(model, make_guide, args, make_loss, steps=12):
+    eager, eager_params = trajectory(model, make_guide, args, make_loss(), steps)
+    compiled, compiled_params = trajectory(model, make_guide, args, make_loss(), steps, True)
+    np.testing.assert_allclose(compiled.losses, eager.losses, rtol=1e-8)
+    assert compiled_params.keys() == eager_params.keys()
+    for name, value in eager_params.items():
+        np.testing.assert_allclose(compiled_params[name], value, rtol=1e-8, atol=1e-10)
+    assert compiled.compile_time > 0
+    return compiled
+
+
+def low_rank(model):
+    return AutoLowRankMultivariateNormal(model, rank=2)
+
+
+def guide_list(model):
+    guide = AutoGuideList(model)
+    guide.append(AutoNormal(pyro.poutine.block(model, expose=["w"])))
+    guide.append(AutoDelta(pyro.poutine.block(model, hide=["w"])))
+    return guide
+
+
+GUIDES = [
+    AutoNormal,
+    AutoMultivariateNormal,
+    AutoDiagonalNormal,
+    AutoDelta,
+    low_rank,
+    guide_list,
+    functools.partial(AutoDAIS, K=2),
+    functools.partial(AutoMetFlow, K=2),
+]
+ELBOS = [
+    Trace_ELBO,
+    functools.partial(Trace_ELBO, num_particles=3, vectorize_particles=True, max_plate_nesting=1),
+    TraceMeanField_ELBO,
+]
+
+
+@pytest.mark.parametrize("make_guide", GUIDES, ids=lambda g: getattr(g, "__name__", repr(g)))
+def test_compiled_run_follows_eager_trace_elbo(data, make_guide):
+    assert_same_run(regression, make_guide, data, Trace_ELBO)
+
+
+@pytest.mark.parametrize("make_loss", ELBOS[1:], ids=["vectorised-particles", "mean-field"])
+@pytest.mark.parametrize("make_guide", [AutoNormal, AutoMultivariateNormal])
+def test_compiled_run_follows_other_elbos(data, make_guide, make_loss):
+    assert_same_run(regression, make_guide, data, make_loss)
+
+
+def test_nested_plates_and_event_dims():
+    x = torch.randn(4, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    assert_same_run(nested, AutoNormal, (x,), Trace_ELBO)
+
+
+def test_subsampling_draws_indices_inside_the_graph(data):
+    compiled = assert_same_run(subsampled_regression, AutoNormal, data, Trace_ELBO, steps=20)
+    assert compiled.losses.std() > 0  # fresh indices (and noise) at every step
+
+
+def test_minibatches_from_a_loader_reuse_one_graph(data):
+    loader = DataLoader(TensorDataset(*data), batch_size=8, shuffle=True)
+    runs = []
+    for compile in (False, True):
+        pyro.clear_param_store()
+        guide = AutoNormal(minibatch_regression)
+        result = run_svi(
+            minibatch_regression, guide, 40, data=loader, num_steps=15, seed=3,
+            progress=False, compile=compile,
+        )  # fmt: skip
+        runs.append(result.losses)
+    np.testing.assert_allclose(runs[1], runs[0], rtol=1e-8)
+
+
+def test_drop_in_for_pyro_svi(data):
+    losses = []
+    for loss in (Trace_ELBO(), CompiledTrace_ELBO()):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        guide = AutoMultivariateNormal(regression)
+        svi = SVI(regression, guide, pyro.optim.Adam({"lr": 0.05}), loss)
+        losses.append([svi.step(*data) for _ in range(8)])
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-8)
+    assert loss.compile_stats.graphs == 1 and loss.compile_stats.fallbacks == []
+
+
+def test_new_shapes_record_a_new_graph(data):
+    elbo = CompiledTrace_ELBO(backend="eager")
+    guide = AutoNormal(regression)
+    x, y = data
+    for rows in (40, 40, 40, 20, 20, 40):
+        elbo.step(regression, guide, x[:rows], y[:rows])
+    assert elbo.compile_stats.graphs == 2
+    pyro.set_rng_seed(5)
+    eager = Trace_ELBO().differentiable_loss(regression, guide, x, y)
+    pyro.set_rng_seed(5)
+    assert elbo.step(regression, guide, x, y)[0].item() == pytest.approx(eager.item(), rel=1e-10)
+
+
+def test_resume_is_bit_for_bit(tmp_path, data):
+    def run(steps, resume, path):
+        pyro.clear_param_store()
+        result = run_svi(
+            regression, AutoMultivariateNormal(regression), *data, num_steps=steps, seed=0,
+            progress=False, checkpoint=path, checkpoint_every=10, resume=resume, compile=True,
+        )  # fmt: skip
+        return result, {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
+
+    full, full_params = run(30, False, tmp_path / "full.ckpt")
+    run(20, False, tmp_path / "run.ckpt")
+    resumed, resumed_params = run(30, True, tmp_path / "run.ckpt")
+    assert np.array_equal(resumed.losses, full.losses)
+    assert all(torch.equal(resumed_params[k], full_params[k]) for k in full_params)
+
+
+def test_nan_in_a_compiled_step_stops_at_its_step(tmp_path, data):
+    x, y = data
+    y = y.clone()
+    y[-1] = float("nan")  # the last batch of the first epoch: step 5
+    loader = DataLoader(TensorDataset(x, y), batch_size=8)
+    model = functools.partial(minibatch_regression, size=40)
+    with pytest.raises(NonFiniteLossError) as error, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        with pyro.validation_enabled(False):
+            run_svi(
+                model, AutoNormal(model), data=loader, num_steps=30, display_every=10,
+                checkpoint=tmp_path / "c.pt", checkpoint_every=4, progress=False, compile=True,
+            )  # fmt: skip
+    assert error.value.step == 5
+    saved = torch.load(tmp_path / "c.pt", weights_only=False)
+    assert saved["step"] == 4 and np.isfinite(saved["losses"]).all()
+
+
+def branching(x, y):
+    w = pyro.sample("w", dist.Normal(0.0, 1.0).expand([x.shape[1]]).to_event(1))
+    if w.sum() > 0:  # Python control flow on a sampled value
+        w = 2 * w
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("obs", dist.Normal(x @ w, 0.5), obs=y)
+
+
+@pyro.infer.config_enumerate
+def mixture(x, y):
+    locs = pyro.sample("locs", dist.Normal(0.0, 5.0).expand([2]).to_event(1))
+    with pyro.plate("data", len(y)):
+        z = pyro.sample("z", dist.Categorical(torch.tensor([0.5, 0.5])))
+        pyro.sample("obs", dist.Normal(locs[z], 1.0), obs=y)
+
+
+def counting_guide():
+    calls = {"n": 0}
+
+    def guide(x, y):
+        calls["n"] += 1
+        loc = pyro.param("loc", torch.zeros(x.shape[1]))
+        pyro.sample("w", dist.Normal(loc, 1.0).to_event(1))
+        if calls["n"] % 2:  # Python state outside the arguments
+            pyro.sample("sigma", dist.LogNormal(0.0, 1.0))
+
+    return guide
+
+
+def masked_model(x, y):
+    w = pyro.sample("w", dist.Normal(0.0, 1.0).expand([x.shape[1]]).to_event(1))
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("obs", dist.Normal(x @ w, 0.5), obs=y)
+    pyro.sample("total", dist.Normal(0.0, 1.0), obs=y[y > 0].sum())
+
+
+def sigma_model(x, y):
+    pyro.sample("w", dist.Normal(0.0, 1.0).expand([x.shape[1]]).to_event(1))
+    pyro.sample("sigma", dist.LogNormal(0.0, 1.0))
+
+
+FALL_BACKS = {
+    "value-branch": (branching, AutoNormal, "reads a tensor's value", "'w'"),
+    "data-dependent-shape": (masked_model, AutoNormal, "depends on the values", "'obs'"),
+    "enumeration": (
+        mixture,
+        lambda m: AutoNormal(pyro.poutine.block(m, hide=["z"])),
+        "enumerates a discrete site",
+        "'z'",
+    ),
+    "sites-change": (sigma_model, lambda m: counting_guide(), "sites change", "'sigma'"),
+}
+
+
+@pytest.mark.parametrize("case", FALL_BACKS)
+def test_explicit_compile_stops_with_the_site_and_reason(data, case):
+    model, make_guide, reason, site = FALL_BACKS[case]
+    with pytest.raises(NotCompilable, match=reason) as error:
+        run_svi(model, make_guide(model), *data, num_steps=5, progress=False, compile=True)
+    assert site in str(error.value)
+    assert "step" in "".join(getattr(error.value, "__notes__", []))
+
+
+@pytest.mark.parametrize("case", FALL_BACKS)
+def test_auto_compile_warns_once_and_trains_eagerly(data, case, monkeypatch):
+    model, make_guide, reason, site = FALL_BACKS[case]
+    monkeypatch.setattr("pyroext.infer.runner.COMPILE_MIN_STEPS", 1)
+    loss = TraceEnum_ELBO(max_plate_nesting=1) if case == "enumeration" else Trace_ELBO()
+    runs = []
+    for compile in (False, "auto"):
+        pyro.clear_param_store()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = run_svi(
+                model, make_guide(model), *data, num_steps=6, seed=0, loss=loss,
+                optim=pyro.optim.Adam({"lr": 0.05}), progress=False, compile=compile,
+            )  # fmt: skip
+        runs.append(result.losses)
+        fallbacks = [w for w in caught if issubclass(w.category, CompileFallbackWarning)]
+    assert len(fallbacks) == 1
+    message = str(fallbacks[0].message)
+    assert site in message or case == "enumeration"
+    assert (reason if case != "enumeration" else "TraceEnum_ELBO") in message
+    if case != "sites-change":  # recording ran the guide once more, moving its counter
+        np.testing.assert_allclose(runs[1], runs[0], rtol=1e-12)
+
+
+def test_enumerated_guide_site_under_compiled_elbo_is_refused(data):
+    def guide(x, y):
+        pyro.sample("w", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+        pyro.sample("c", dist.Bernoulli(0.5), infer={"enumerate": "parallel"})
+
+    def model(x, y):
+        pyro.sample("w", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+        pyro.sample("c", dist.Bernoulli(0.5))
+
+    elbo = CompiledTrace_ELBO(backend="eager")
+    with pytest.raises(NotCompilable, match="'c'.*enumerates"), pyro.validation_enabled(False):
+        for _ in range(2):
+            elbo.step(model, guide, *data)
+
+
+def test_compiled_elbo_keeps_options_and_refuses_other_objectives():
+    original = Trace_ELBO(num_particles=4, vectorize_particles=True, max_plate_nesting=2)
+    loss = compiled_elbo(original)
+    assert isinstance(loss, CompiledTrace_ELBO)
+    for option in ("num_particles", "vectorize_particles", "max_plate_nesting"):
+        assert getattr(loss, option) == getattr(original, option)
+    assert loss.num_particles == 4
+    assert isinstance(compiled_elbo(TraceMeanField_ELBO()), CompiledTraceMeanField_ELBO)
+    with pytest.raises(NotCompilable, match="TraceGraph_ELBO has no compiled counterpart"):
+        compiled_elbo(TraceGraph_ELBO())
+    with pytest.warns(CompileFallbackWarning, match="TraceEnum_ELBO"):
+        assert isinstance(compiled_elbo(TraceEnum_ELBO(), strict=False), TraceEnum_ELBO)
+
+
+@pytest.mark.parametrize("compile", ["yes", 1.0, None])
+def test_bad_compile_option_fails_before_training(data, compile):
+    with pytest.raises(ValueError, match="compile=.* must be True, False or 'auto'"):
+        run_svi(regression, AutoNormal(regression), *data, num_steps=5, compile=compile)
+
+
+def test_auto_compiles_only_long_runs(data, monkeypatch):
+    monkeypatch.setattr("pyroext.infer.runner.COMPILE_MIN_STEPS", 10)
+    short = run_svi(regression, AutoNormal(regression), *data, num_steps=9, compile="auto")
+    pyro.clear_param_store()
+    long = run_svi(regression, AutoNormal(regression), *data, num_steps=10, compile="auto")
+    assert short.compile_time == 0 and long.compile_time > 0
