@@ -57,6 +57,8 @@ class AutoDAIS(AutoMarkovGuide):
         gamma_init: Initial momentum damping, in (0, 1).
         init_loc_fn: Per-site initialisation of the base mean.
         init_scale: Initial base standard deviation, > 0.
+        compile_target: Evaluate the target compiled (see
+            :class:`~pyroext.guides.AutoMarkovGuide`): ``"auto"``, ``True`` or ``False``.
 
     Attributes:
         sample_stats: Per-draw diagnostics of the last call: ``step_size`` (``(B, K)``) and
@@ -83,6 +85,7 @@ class AutoDAIS(AutoMarkovGuide):
         gamma_init: float = 0.9,
         init_loc_fn: Callable[..., Tensor] = init_to_median,
         init_scale: float = 0.1,
+        compile_target: bool | str = "auto",
     ) -> None:
         if not eta_max > 0:
             raise ValueError(f"eta_max={eta_max!r} must be > 0")
@@ -91,7 +94,12 @@ class AutoDAIS(AutoMarkovGuide):
         if not 0 < gamma_init < 1:
             raise ValueError(f"gamma_init={gamma_init!r} must be in (0, 1)")
         super().__init__(
-            model, K=K, base_dist=base_dist, init_loc_fn=init_loc_fn, init_scale=init_scale
+            model,
+            K=K,
+            base_dist=base_dist,
+            init_loc_fn=init_loc_fn,
+            init_scale=init_scale,
+            compile_target=compile_target,
         )
         self.eta_init = float(eta_init)
         self.eta_max = float(eta_max)

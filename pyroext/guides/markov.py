@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.distributions import biject_to
 
 from pyroext.guides.base import BASE_DISTS, GaussianBase
+from pyroext.guides.compiled_target import CompiledTarget
 from pyroext.guides.sampling import (
     common_random_numbers,
     plate_batch_shape,
@@ -42,11 +43,11 @@ from pyroext.guides.target import (
     model_trace,
     needs_data_error,
     picklable,
-    same_arguments,
     unobserved_site,
     untraced_copy,
 )
 from pyroext.infer.checkpoint import preserved_rng_state
+from pyroext.infer.compiled.capture import same_objects
 
 SUMMARY_DRAWS = 1000
 # median() and quantiles() reuse one set of draws (common random numbers), so repeated calls
@@ -96,6 +97,11 @@ class AutoMarkovGuide(GaussianBase, AutoContinuous):
             :class:`~pyro.infer.autoguide.AutoMultivariateNormal`).
         init_loc_fn: Per-site initialisation of the base mean.
         init_scale: Initial base standard deviation, > 0.
+        compile_target: Evaluate the target through
+            :class:`~pyroext.infer.compiled.CompiledLogDensity`: ``"auto"`` after
+            :data:`~pyroext.guides.compiled_target.TARGET_COMPILE_AFTER` training calls,
+            ``True`` from the first, ``False`` never. (A compiled ELBO records the whole step,
+            target included, and needs none of this.)
 
     Raises:
         ValueError: For options out of range; at the first call, for a model with discrete
@@ -116,6 +122,7 @@ class AutoMarkovGuide(GaussianBase, AutoContinuous):
         base_dist: str = "diagonal",
         init_loc_fn: Callable[..., Tensor] = init_to_median,
         init_scale: float = 0.1,
+        compile_target: bool | str = "auto",
     ) -> None:
         if isinstance(K, bool) or not isinstance(K, int) or K < 0:
             raise ValueError(f"K={K!r} must be an integer >= 0")
@@ -126,6 +133,7 @@ class AutoMarkovGuide(GaussianBase, AutoContinuous):
         super().__init__(model, init_loc_fn=init_loc_fn)
         # Pyro's self.model runs the init strategy at each of its sites; the target must not.
         self._target_model = (model,)
+        self._target = CompiledTarget(compile_target)
         self._data: Arguments | None = None
         self.K = K
         self.base_dist = base_dist
@@ -253,7 +261,7 @@ class AutoMarkovGuide(GaussianBase, AutoContinuous):
         """The data of this call if it observes every observed site, else the remembered."""
         if self.prototype_trace is None:
             self._setup_prototype(*args, **kwargs)
-        if same_arguments(self._data, args, kwargs):
+        if same_objects(self._data, args, kwargs):
             return self._data
         with preserved_rng_state():  # the check samples the sites it finds unobserved
             trace = model_trace(self.target_model, self._prototype_values(), (args, kwargs))
@@ -269,10 +277,7 @@ class AutoMarkovGuide(GaussianBase, AutoContinuous):
 
     def _move(self, z0: Tensor, base: dist.Distribution, data: Arguments) -> Transport:
         """Runs the Markov steps from flat base draws ``z0`` and records their statistics."""
-
-        def log_joint(z: Tensor) -> Tensor:
-            return self._log_joint_at(z, data)
-
+        log_joint = self._target.bind(self._log_joint_at, data)
         if self.K:
             transport = self._transport(z0, base, log_joint)
         else:

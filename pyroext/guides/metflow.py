@@ -54,6 +54,8 @@ class AutoMetFlow(AutoMarkovGuide):
         base_dist: ``"diagonal"`` or ``"cholesky"``.
         init_loc_fn: Per-site initialisation of the base mean.
         init_scale: Initial base standard deviation, > 0.
+        compile_target: Evaluate the target compiled (see
+            :class:`~pyroext.guides.AutoMarkovGuide`): ``"auto"``, ``True`` or ``False``.
 
     Attributes:
         sample_stats: Per-draw diagnostics of the last call: ``acceptance_rate`` (``(B, K)``,
@@ -79,6 +81,7 @@ class AutoMetFlow(AutoMarkovGuide):
         base_dist: str = "diagonal",
         init_loc_fn: Callable[..., Tensor] = init_to_median,
         init_scale: float = 0.1,
+        compile_target: bool | str = "auto",
     ) -> None:
         if acceptance not in ACCEPTANCE_RULES:
             raise ValueError(
@@ -92,7 +95,12 @@ class AutoMetFlow(AutoMarkovGuide):
         if not 0 < init_direction_prob < 1:
             raise ValueError(f"init_direction_prob={init_direction_prob!r} must be in (0, 1)")
         super().__init__(
-            model, K=K, base_dist=base_dist, init_loc_fn=init_loc_fn, init_scale=init_scale
+            model,
+            K=K,
+            base_dist=base_dist,
+            init_loc_fn=init_loc_fn,
+            init_scale=init_scale,
+            compile_target=compile_target,
         )
         self.acceptance = acceptance
         self.num_couplings = num_couplings

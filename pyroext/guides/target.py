@@ -13,7 +13,6 @@ __all__ = [
     "needs_data_error",
     "own_plate_dims",
     "picklable",
-    "same_arguments",
     "unobserved_site",
     "untraced_copy",
 ]
@@ -119,19 +118,6 @@ def chains_log_density(trace: poutine.Trace, chains: int, nesting: int, guide_na
             )
         total = total + log_prob.reshape(log_prob.shape[0], -1).sum(-1).expand(chains)
     return total
-
-
-def same_arguments(data: Arguments | None, args: tuple, kwargs: dict[str, Any]) -> bool:
-    """Whether a call passes the very objects of ``data`` (identity, not equality: cheap)."""
-    if data is None:
-        return False
-    old_args, old_kwargs = data
-    return (
-        len(old_args) == len(args)
-        and old_kwargs.keys() == kwargs.keys()
-        and all(a is b for a, b in zip(old_args, args, strict=True))
-        and all(old_kwargs[key] is kwargs[key] for key in kwargs)
-    )
 
 
 def picklable(value: Any) -> bool:

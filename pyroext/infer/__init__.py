@@ -8,6 +8,7 @@ __all__ = [
     "NonFiniteLossError",
     "SVIResult",
     "TensorSVI",
+    "compile_log_density",
     "init_distributed",
     "is_main_process",
     "load_guide",
@@ -17,6 +18,7 @@ __all__ = [
     "warm_up",
 ]
 
+from pyroext.infer.compiled import compile_log_density
 from pyroext.infer.convergence import Convergence
 from pyroext.infer.distributed import (
     AllReduceOptim,

@@ -9,9 +9,11 @@ __all__ = [
     "CompileFallbackWarning",
     "CompileStats",
     "CompiledELBO",
+    "CompiledLogDensity",
     "CompiledTraceMeanField_ELBO",
     "CompiledTrace_ELBO",
     "NotCompilable",
+    "compile_log_density",
     "compiled_elbo",
 ]
 
@@ -24,3 +26,4 @@ from pyroext.infer.compiled.elbo import (
     CompileFallbackWarning,
     compiled_elbo,
 )
+from pyroext.infer.compiled.log_density import CompiledLogDensity, compile_log_density

@@ -8,7 +8,16 @@ weights, the arguments). A program whose graph would not hold for the next call 
 with :class:`NotCompilable`, naming the site and the reason, instead of being baked wrong.
 """
 
-__all__ = ["NotCompilable", "Recording", "record", "run_logged", "signature", "tensor_leaves"]
+__all__ = [
+    "NotCompilable",
+    "Recording",
+    "record",
+    "recording",
+    "run_logged",
+    "same_objects",
+    "signature",
+    "tensor_leaves",
+]
 
 import contextlib
 import sys
@@ -19,6 +28,7 @@ import pyro
 import torch
 from pyro.poutine.messenger import Messenger
 from torch import Tensor
+from torch.distributions import Distribution
 from torch.fx import GraphModule
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -92,6 +102,15 @@ def run_logged(fn: Callable[..., Any], *args: Any) -> tuple[Any, tuple[str, ...]
     return result, tuple(log.sites)
 
 
+_RECORDING = [0]
+
+
+def recording() -> bool:
+    """Whether a recording is in progress (a compiled density must not nest inside one: the
+    recording inlines the eager program instead)."""
+    return _RECORDING[0] > 0
+
+
 def record(
     fn: Callable[..., Sequence[Tensor]],
     inputs: Sequence[Tensor],
@@ -118,13 +137,16 @@ def record(
         with log, _RefuseDynamicShapes(log):
             return list(fn(*flat))
 
+    _RECORDING[0] += 1
     try:
-        with preserved_rng_state(), pyro.validation_enabled(False), _on_device(patched_modules):
+        with preserved_rng_state(), _no_value_checks(), _on_device(patched_modules):
             graph = make_fx(logged, tracing_mode="real")(*inputs)
     except RuntimeError as error:
         if DATA_DEPENDENT in str(error) or "data-dependent" in str(error):
             raise NotCompilable(log.last, HOST_READ) from error
         raise
+    finally:
+        _RECORDING[0] -= 1
     if log.enumerated:
         raise NotCompilable(
             log.enumerated[0],
@@ -185,6 +207,19 @@ def _no_nan_check(value: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 @contextlib.contextmanager
+def _no_value_checks() -> Iterator[None]:
+    """Pyro's validation off, including distributions built earlier with ``validate_args``
+    (a model's stored priors): each check reads a value on the host."""
+    check = Distribution._validate_sample
+    Distribution._validate_sample = lambda self, value: None
+    try:
+        with pyro.validation_enabled(False):
+            yield
+    finally:
+        Distribution._validate_sample = check
+
+
+@contextlib.contextmanager
 def _on_device(module_names: Sequence[str]) -> Iterator[None]:
     saved = []
     for name in module_names:
@@ -215,6 +250,20 @@ def signature(*trees: Any) -> tuple[Any, ...]:
             else (type(leaf), _hashable(leaf))
             for leaf in leaves
         ),
+    )
+
+
+def same_objects(old: tuple[tuple, dict] | None, args: tuple, kwargs: dict) -> bool:
+    """Whether a call passes the very objects of an earlier one (identity: a cheap guard for
+    full-batch training, which passes the same tensors at every step)."""
+    if old is None:
+        return False
+    old_args, old_kwargs = old
+    return (
+        len(old_args) == len(args)
+        and old_kwargs.keys() == kwargs.keys()
+        and all(a is b for a, b in zip(old_args, args, strict=True))
+        and all(old_kwargs[key] is kwargs[key] for key in kwargs)
     )
 
 

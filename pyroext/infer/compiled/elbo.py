@@ -34,13 +34,13 @@ from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 from pyro.poutine.runtime import _PYRO_STACK
 from torch import Tensor
 
-from pyroext.guides.target import same_arguments
 from pyroext.infer.checkpoint import capture_rng_state, preserved_rng_state, restore_rng_state
 from pyroext.infer.compiled.backend import BACKENDS, CompileStats, compile_graph
 from pyroext.infer.compiled.capture import (
     NotCompilable,
     record,
     run_logged,
+    same_objects,
     signature,
     tensor_leaves,
 )
@@ -143,7 +143,7 @@ class CompiledELBO:
     def _key(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> Any:
         # the same argument objects as the last call (full-batch training) keep its key
         last = self._last_call
-        if last is not None and same_arguments(last[0], (model, guide, *args), kwargs):
+        if last is not None and same_objects(last[0], (model, guide, *args), kwargs):
             return last[1]
         key = id(model), id(guide), signature(args, kwargs)
         self._last_call = ((model, guide, *args), kwargs), key
