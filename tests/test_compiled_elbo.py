@@ -17,6 +17,7 @@ from pyro.infer.autoguide import (
     AutoMultivariateNormal,
     AutoNormal,
 )
+from tiny_vaes import tiny
 from torch.utils.data import DataLoader, TensorDataset
 
 from pyroext.guides import AutoDAIS, AutoMetFlow
@@ -28,6 +29,7 @@ from pyroext.infer.compiled import (
     NotCompilable,
     compiled_elbo,
 )
+from pyroext.models import mcvae, metvae, vae
 
 
 def regression(x, y=None):
@@ -353,3 +355,33 @@ def test_auto_compiles_only_long_runs(data, monkeypatch):
     pyro.clear_param_store()
     long = run_svi(regression, AutoNormal(regression), *data, num_steps=10, compile="auto")
     assert short.compile_time == 0 and long.compile_time > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cls", ["VAE", "LangevinVAE", "AnnealedVAE", "MetVAE"])
+def test_vae_family_compiled_follows_eager(cls):
+    classes = {
+        "VAE": vae.VAE, "LangevinVAE": mcvae.LangevinVAE,
+        "AnnealedVAE": mcvae.AnnealedVAE, "MetVAE": metvae.MetVAE,
+    }  # fmt: skip
+    x = torch.bernoulli(torch.full((6, 4), 0.4, dtype=torch.float64), generator=generator(3))
+    runs = []
+    for compile in (False, True):
+        pyro.clear_param_store()
+        model = tiny(classes[cls]) if cls != "VAE" else _tiny_plain_vae()
+        result = run_svi(
+            model.model, model.guide, x, num_steps=8, seed=0, progress=False,
+            optim=pyro.optim.Adam({"lr": 0.01}), compile=compile,
+        )  # fmt: skip
+        runs.append(result)
+    np.testing.assert_allclose(runs[1].losses, runs[0].losses, rtol=1e-8)
+    assert runs[1].compile_time > 0
+
+
+def _tiny_plain_vae():
+    torch.manual_seed(0)
+    return vae.VAE(vae.MLPEncoder(4, 1, (5,)), vae.MLPDecoder(1, 4, (5,)), 1).double()
+
+
+def generator(seed):
+    return torch.Generator().manual_seed(seed)
