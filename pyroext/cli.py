@@ -14,7 +14,9 @@ import pandas as pd
 import torch.distributed as dist
 
 from pyroext.diagnose import diagnose_run
+from pyroext.infer.compiled import NotCompilable
 from pyroext.infer.distributed import is_main_process, launched_by_torchrun
+from pyroext.infer.runner import COMPILE_MIN_STEPS, SVIResult
 from pyroext.jobs import JOBS, run_demo
 from pyroext.jobs.bnn import BNN_DATASETS, BNN_GUIDES, BNN_PRIORS
 from pyroext.jobs.gmm import GMM_GUIDES
@@ -70,6 +72,13 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--seed", type=int, default=0, help="random seed")
     fit.add_argument("--out", default=None, help="output folder (default runs/<model>-<guide>)")
     fit.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    fit.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run each SVI step as one compiled graph (default: for runs of at least "
+        f"{COMPILE_MIN_STEPS} steps whose ELBO compiles)",
+    )
     diagnose = commands.add_parser("diagnose", help="summary, k-hat, LOO and plots of a fit")
     diagnose.add_argument("run_dir", help="folder written by `pyroext fit --out`")
     diagnose.add_argument(
@@ -113,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "fit" and args.nproc_per_node > 1 and not launched_by_torchrun():
             return _torchrun(args, argv)
         return _run(args)
-    except ValueError as error:  # invalid options found before training: no traceback
+    except (ValueError, NotCompilable) as error:  # found before training: no traceback
         parser.exit(2, f"pyroext: error: {error}\n")
     finally:
         if dist.is_initialized():
@@ -182,11 +191,21 @@ def _run(args: argparse.Namespace) -> int:
             seed=args.seed,
             out=out,
             progress=not args.no_progress,
+            compile="auto" if args.compile is None else args.compile,
         )
         if is_main_process():
             print(fit.summary.to_string(float_format=lambda v: f"{v:.4f}"))
             print(f"{fit.describe()}; outputs in {out}")
+            _print_compile_time(getattr(fit, "result", None))
     return 0
+
+
+def _print_compile_time(result: SVIResult | None) -> None:
+    if result is not None and result.compile_time > 0:
+        print(
+            f"compiled SVI step: {result.compile_time:.1f} s of {result.wall_time:.1f} s "
+            "recording and compiling (inductor caches kernels for the next run)"
+        )
 
 
 def _job_options(args: argparse.Namespace) -> dict[str, Any]:

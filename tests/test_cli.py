@@ -107,3 +107,23 @@ def test_invalid_device_is_reported_without_traceback(capsys):
     assert capsys.readouterr().err == (
         "pyroext: error: device='tpu9' is not a torch device ('cpu', 'cuda', 'cuda:1', ...)\n"
     )
+
+
+def test_compile_flag_compiles_the_step_and_reports_its_time(tmp_path, capsys):
+    argv = ["fit", "linear-regression", "--steps", "40", "--out", str(tmp_path), "--compile"]
+    assert main([*argv, "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "compiled SVI step:" in printed and "recording and compiling" in printed
+    assert len(pd.read_csv(tmp_path / "losses.csv")) == 40
+
+
+def test_compile_flag_on_an_enumerated_model_stops_with_the_reason(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_status:
+        main(["fit", "gmm", "--steps", "5", "--out", str(tmp_path), "--compile", "--no-progress"])
+    assert exit_status.value.code == 2
+    assert "TraceEnum_ELBO has no compiled counterpart" in capsys.readouterr().err
+
+
+def test_default_compiles_only_long_runs(tmp_path, capsys):
+    assert main(["fit", "linear-regression", "--steps", "30", "--out", str(tmp_path)]) == 0
+    assert "compiled SVI step" not in capsys.readouterr().out

@@ -306,10 +306,11 @@ def test_auto_compile_warns_once_and_trains_eagerly(data, case, monkeypatch):
             )  # fmt: skip
         runs.append(result.losses)
         fallbacks = [w for w in caught if issubclass(w.category, CompileFallbackWarning)]
-    assert len(fallbacks) == 1
-    message = str(fallbacks[0].message)
-    assert site in message or case == "enumeration"
-    assert (reason if case != "enumeration" else "TraceEnum_ELBO") in message
+    if case == "enumeration":  # TraceEnum_ELBO has no compiled counterpart: no attempt
+        assert fallbacks == [] and result.compile_time == 0
+    else:
+        assert len(fallbacks) == 1
+        assert site in str(fallbacks[0].message) and reason in str(fallbacks[0].message)
     if case != "sites-change":  # recording ran the guide once more, moving its counter
         np.testing.assert_allclose(runs[1], runs[0], rtol=1e-12)
 

@@ -21,6 +21,7 @@ from pyroext.checks import check_counts
 from pyroext.infer.batches import BatchStream
 from pyroext.infer.checkpoint import load_checkpoint, save_checkpoint
 from pyroext.infer.compiled import CompiledELBO, compiled_elbo
+from pyroext.infer.compiled.elbo import COMPILED
 from pyroext.infer.convergence import Convergence, smoothed_loss
 from pyroext.infer.device import resolve_device, to_device
 from pyroext.infer.distributed import (
@@ -156,7 +157,8 @@ def run_svi(
             ``TraceMeanField_ELBO``, with the same draws as eager Pyro) and raises
             :class:`~pyroext.infer.compiled.NotCompilable` for a program one graph cannot
             stand for; ``"auto"`` compiles runs of at least :data:`COMPILE_MIN_STEPS` steps and
-            goes on eagerly, with a warning naming the site and reason, where compiling fails.
+            goes on eagerly, with a warning naming the site and reason, where compiling fails
+            (an ELBO without a compiled counterpart, such as ``TraceEnum_ELBO``, stays eager).
 
     Returns:
         An :class:`SVIResult`.
@@ -202,7 +204,9 @@ def _engine(
     if not (isinstance(compile, bool) or compile == "auto"):
         raise ValueError(f"compile={compile!r} must be True, False or 'auto'")
     loss = loss or Trace_ELBO()
-    if compile is True or (compile == "auto" and num_steps >= COMPILE_MIN_STEPS):
+    # "auto" leaves alone what would not compile anyway (TraceEnum_ELBO, say) without a word
+    compilable = isinstance(loss, CompiledELBO) or type(loss) in COMPILED
+    if compile is True or (compile == "auto" and compilable and num_steps >= COMPILE_MIN_STEPS):
         loss = compiled_elbo(loss, strict=compile is True)
         if optim is None:  # one fused Adam kernel, not one torch optimiser per parameter
             optim = FusedOptim(torch.optim.Adam, {"lr": 0.01, "fused": True})

@@ -156,6 +156,7 @@ def fit_bnn(
     seed: int = 0,
     out: str | Path | None = None,
     progress: bool = True,
+    compile: bool | str = "auto",
     distributed: bool = False,
 ) -> BNNFit:
     """Trains a Bayes-by-backprop ReLU network with minibatch SVI and evaluates it on test data.
@@ -185,6 +186,8 @@ def fit_bnn(
             :func:`~pyroext.models.bnn_export.bnn_to_datatree`, with the training data's
             pointwise log-likelihood when it has at most 5000 points.
         progress: Show a progress bar.
+        compile: Run each SVI step as one compiled graph: ``True``, ``False`` or ``"auto"``
+            (long enough runs; see :func:`~pyroext.infer.run_svi`).
         distributed: Train data-parallel in the process group ``torchrun`` describes
             (:func:`~pyroext.infer.init_distributed`; the CLI's ``--nproc-per-node``):
             ``batch_size`` per process, an epoch shared by all, outputs written by rank 0.
@@ -228,6 +231,7 @@ def fit_bnn(
         device=target,
         seed=seed,
         progress=progress,
+        compile=compile,
         checkpoint=None if out is None else Path(out) / "checkpoint.pt",
         distributed=distributed,
     )

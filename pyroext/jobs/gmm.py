@@ -124,6 +124,7 @@ def fit_gmm(
     seed: int = 0,
     out: str | Path | None = None,
     progress: bool = True,
+    compile: bool | str = "auto",
 ) -> GMMFit:
     """Fits the Gaussian mixture by SVI, its assignments summed out by ``TraceEnum_ELBO``.
 
@@ -145,6 +146,8 @@ def fit_gmm(
             ``clusters.png`` (data coloured by responsibility, component ellipses) and
             ``posterior.nc``.
         progress: Show a progress bar.
+        compile: Run each SVI step as one compiled graph: ``True``, ``False`` or ``"auto"``
+            (long enough runs; see :func:`~pyroext.infer.run_svi`).
 
     Returns:
         A :class:`GMMFit`.
@@ -174,6 +177,7 @@ def fit_gmm(
         loss=TraceEnum_ELBO(max_plate_nesting=1),
         seed=seed,
         progress=progress,
+        compile=compile,
     )
     tree = _export(marginal, approx, x, dataset.feature_names)
     reference = em(x.cpu(), k, seed=seed)

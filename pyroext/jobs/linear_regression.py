@@ -95,6 +95,7 @@ def fit_linear_regression(
     seed: int = 0,
     out: str | Path | None = None,
     progress: bool = True,
+    compile: bool | str = "auto",
 ) -> LinearRegressionFit:
     """Fits Bayesian linear regression with known noise by SVI; compares with the exact posterior.
 
@@ -114,6 +115,8 @@ def fit_linear_regression(
         out: If given, folder for ``losses.csv``, ``summary.csv``, ``loss.png`` and the
             ArviZ DataTree ``posterior.nc`` (1000 guide draws, readable by ``pyroext diagnose``).
         progress: Show a progress bar.
+        compile: Run each SVI step as one compiled graph: ``True``, ``False`` or ``"auto"``
+            (long enough runs; see :func:`~pyroext.infer.run_svi`).
 
     Returns:
         A :class:`LinearRegressionFit`. As with any Pyro autoguide, the guide's parameters live
@@ -143,6 +146,7 @@ def fit_linear_regression(
         device=target,
         seed=seed,
         progress=progress,
+        compile=compile,
     )
     options = {"noise_scale": noise_scale, "prior_precision": prior_precision}
     exact = lr.conjugate_posterior(x.cpu(), y.cpu(), **options)

@@ -143,6 +143,7 @@ def fit_vae(
     seed: int = 0,
     out: str | Path | None = None,
     progress: bool = True,
+    compile: bool | str = "auto",
     distributed: bool = False,
 ) -> VAEFit:
     """Trains a VAE with minibatch SVI and evaluates it on the test images.
@@ -169,6 +170,8 @@ def fit_vae(
         out: If given, folder for ``losses.csv``, ``summary.csv``, ``loss.png``,
             ``reconstructions.png``, ``vae.pt`` and the training checkpoint.
         progress: Show a progress bar.
+        compile: Run each SVI step as one compiled graph: ``True``, ``False`` or ``"auto"``
+            (long enough runs; see :func:`~pyroext.infer.run_svi`).
         distributed: Train data-parallel in the process group ``torchrun`` describes
             (:func:`~pyroext.infer.init_distributed`; the CLI's ``--nproc-per-node``):
             ``batch_size`` per process, an epoch shared by all, outputs written by rank 0.
@@ -210,6 +213,7 @@ def fit_vae(
         device=target,
         seed=seed,
         progress=progress,
+        compile=compile,
         checkpoint=None if out is None else Path(out) / "checkpoint.pt",
         distributed=distributed,
     )
