@@ -76,16 +76,19 @@ def leave() -> None:
     os._exit(0)
 
 
-def map_worker(rank: int, world_size: int, folder: str, steps: int) -> None:
+def map_worker(rank: int, world_size: int, folder: str, steps: int, compile: bool = False) -> None:
     """Trains the MAP network on this rank's share, checkpointing into ``folder/rank<r>``."""
     join(rank, world_size, folder)
     torch.set_num_threads(1)
     pyro.clear_param_store()
     loader = DataLoader(regression_data(), batch_size=BATCH, shuffle=True, drop_last=True)
     checkpoint = Path(folder) / f"rank{rank}" / "checkpoint.pt"
-    result = fit_map(loader, steps, True, checkpoint=checkpoint, checkpoint_every=steps)
+    result = fit_map(
+        loader, steps, True, checkpoint=checkpoint, checkpoint_every=steps, compile=compile
+    )
     params = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
-    torch.save({"params": params, "losses": result.losses}, Path(folder) / f"out{rank}.pt")
+    saved = {"params": params, "losses": result.losses, "compile_time": result.compile_time}
+    torch.save(saved, Path(folder) / f"out{rank}.pt")
     leave()
 
 

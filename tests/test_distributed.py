@@ -73,6 +73,17 @@ def test_two_processes_equal_one_process_on_the_same_global_batches(map_run: Pat
     assert not any(torch.allclose(initial[k], params[k]) for k in params)  # it trained
 
 
+def test_compiled_steps_train_the_same_under_data_parallelism(tmp_path: Path) -> None:
+    spawn(workers.map_worker, tmp_path, 6, True)
+    params, losses = reference_params(6)  # one process, eager
+    for rank in range(WORLD):
+        out = load(tmp_path, rank)
+        assert out["compile_time"] > 0
+        for name, value in params.items():
+            torch.testing.assert_close(out["params"][name], value, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(out["losses"], losses, rtol=1e-10)
+
+
 def test_only_rank_zero_checkpoints_and_its_checkpoint_resumes_in_one_process(
     map_run: Path,
 ) -> None:

@@ -50,12 +50,19 @@ class FusedOptim(PyroOptim):
     def __call__(self, params: Iterable[Tensor], *args: Any, **kwargs: Any) -> None:
         """Steps the parameters of this SVI step; parameters not in it are not updated."""
         active = set(params)
-        new = [p for p in active if p not in self._known]
-        if new:
-            self._add(sorted(new, key=_name))
+        self.prepare(active)
         for param in self._known - active:
             param.grad = None  # torch optimisers skip parameters without a gradient
         self.optimizer.step()
+
+    def prepare(self, params: Iterable[Tensor]) -> Optimizer:
+        """Adds the parameters it has not seen (with any state waiting from ``set_state``)
+        without stepping; returns the torch optimiser, for an update done elsewhere (a
+        compiled step's)."""
+        new = [p for p in set(params) if p not in self._known]
+        if new:
+            self._add(sorted(new, key=_name))
+        return self.optimizer
 
     def _add(self, params: list[Tensor]) -> None:
         if self.optimizer is None:

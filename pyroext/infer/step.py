@@ -14,6 +14,7 @@ from pyro.optim import PyroOptim
 from torch import Tensor
 
 from pyroext.infer.compiled.elbo import CompiledELBO
+from pyroext.infer.optim import FusedOptim
 
 
 class TensorSVI(SVI):
@@ -50,11 +51,13 @@ class TensorSVI(SVI):
             TypeError: For objectives whose loss is a tuple (ReweightedWakeSleep).
         """
         if isinstance(self.elbo, CompiledELBO):  # it knows its parameters: no capture needed
-            loss, params = self.elbo.step(self.model, self.guide, *args, **kwargs)
-            self.optim(params)
-            for param in params:
+            prepare = self.optim.prepare if type(self.optim) is FusedOptim else None
+            result = self.elbo.step(self.model, self.guide, *args, optimizer=prepare, **kwargs)
+            if not result.updated:
+                self.optim(result.params)
+            for param in result.params:
                 param.grad = None  # the next compiled step assigns its gradients
-            return loss
+            return result.loss
         with poutine.trace(param_only=True) as param_capture:
             loss = self.loss_and_grads(self.model, self.guide, *args, **kwargs)
         params = {site["value"].unconstrained() for site in param_capture.trace.nodes.values()}

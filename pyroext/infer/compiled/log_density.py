@@ -80,7 +80,7 @@ class CompiledLogDensity:
         if graphs is None:
             return self.log_density(z, data)
         params = graphs.stored_params()
-        inputs = (z, *params, *tensor_leaves(data))
+        inputs = (z, *params, *tensor_leaves((data,), {}))
         if torch.is_grad_enabled() and any(t.requires_grad for t in (z, *params)):
             return _Density.apply(graphs, len(params), *inputs)
         return graphs.run("value", inputs)[0]
@@ -135,7 +135,7 @@ class _Graphs:
             expected = owner.log_density(z.detach(), data)
         self.names, self.params = self._parameters_read(z, data)
         self.compiled: dict[str, Callable[..., list[Tensor]]] = {}
-        inputs = (z.detach(), *self.params, *tensor_leaves(data))
+        inputs = (z.detach(), *self.params, *tensor_leaves((data,), {}))
         check_agrees(self.run("value", inputs), [expected])
 
     def _parameters_read(self, z: Tensor, data: Any) -> tuple[tuple, tuple]:
@@ -146,7 +146,7 @@ class _Graphs:
             tuple(pyro.get_param_store()._params.values()),
         )
         self.names, self.params = names, params
-        inputs = [z.detach(), *params, *tensor_leaves(data)]
+        inputs = [z.detach(), *params, *tensor_leaves((data,), {})]
         with torch.no_grad():
             graph = record(_value_graph(self, len(params)), inputs).graph
         placeholders = [node for node in graph.graph.nodes if node.op == "placeholder"]
