@@ -53,7 +53,7 @@ bench: $(STAMP)
 # pyro-ppl/pyro (read at run time, never copied here).
 pyro-suite: $(STAMP)
 	@test -n "$(PYRO)" || { echo "usage: make pyro-suite PYRO=<a clone of pyro-ppl/pyro>" >&2; exit 2; }
-	$(BIN)/python tests/pyro_suite/run.py --pyro "$(PYRO)" -- -q -rfE
+	$(BIN)/python tests/guides/pyro_suite/run.py --pyro "$(PYRO)" -- -q -rfE
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info .pytest_cache .ruff_cache

@@ -8,7 +8,7 @@ sigma1 1, sigma2 e^-6), one weight draw per minibatch of 100, the Monte Carlo EL
 ``log p(y | w) * N / B + log p(w) - log q(w)`` and Adam(lr=1e-3). The PyTorch loop computes that
 ELBO by hand; pyroext runs :func:`pyroext.infer.run_svi` with ``Trace_ELBO`` on
 :class:`~pyroext.models.bnn.BayesianMLP` and
-:class:`~pyroext.models.bnn_guide.AutoBayesByBackprop`. Timings interleave the two,
+:class:`~pyroext.models.bnn.guide.AutoBayesByBackprop`. Timings interleave the two,
 ``--repeats`` times over ``--steps`` steps each, and report the median.
 
     python benchmarks/bnn_overhead.py --data mnist --data-dir ../shared/data [--steps 300]
@@ -33,10 +33,10 @@ from torch.nn.functional import softplus
 from torch.utils.data import DataLoader, TensorDataset
 
 import pyroext
+from pyroext.data import load_bnn_data
 from pyroext.infer import FusedOptim, run_svi
-from pyroext.jobs.bnn import load_bnn_data
 from pyroext.models.bnn import BayesianMLP, ScaleMixturePrior, relu_mlp
-from pyroext.models.bnn_guide import AutoBayesByBackprop
+from pyroext.models.bnn.guide import AutoBayesByBackprop
 
 INIT_SCALE = 0.01
 PRIOR = ScaleMixturePrior()

@@ -5,7 +5,7 @@ Each row trains a ReLU MLP (hidden widths ``--hidden``, 400-400 by default) for 
 passes with Adam(lr=1e-3) on minibatches of 100:
 
 - ``deterministic``: plain PyTorch, cross-entropy, the network's own default initialisation;
-- ``bbb`` and ``bbb-lrt``: :func:`pyroext.jobs.bnn.fit_bnn` with the scale-mixture prior
+- ``bbb`` and ``bbb-lrt``: :func:`pyroext.models.bnn.job.fit_bnn` with the scale-mixture prior
   (pi 1/2, sigma1 1, sigma2 e^-6), its posterior predictive averaged over 100 weight draws.
 
 Metrics are on the test split (digits: the last 297 of scikit-learn's 1797 images; MNIST: the
@@ -29,9 +29,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import pyroext
-from pyroext.jobs.bnn import BNNData, fit_bnn, load_bnn_data
+from pyroext.data import BNNData, load_bnn_data
 from pyroext.models.bnn import relu_mlp
-from pyroext.models.bnn_predict import predictive_metrics
+from pyroext.models.bnn.job import fit_bnn
+from pyroext.models.bnn.predict import predictive_metrics
 
 ROWS = ("deterministic", "bbb", "bbb-lrt")
 

@@ -18,12 +18,11 @@ import torch
 from pyro.infer import TraceEnum_ELBO
 from pyro.infer.autoguide import AutoDelta
 
-from pyroext.data import load_faithful
+from pyroext.data import load_faithful, synthetic_mixture
 from pyroext.infer import run_svi
-from pyroext.jobs.gmm import synthetic_mixture
 from pyroext.models.gmm import gmm_marginal_model, gmm_model, init_from_data, mean_field_guide
-from pyroext.models.gmm_em import em
-from pyroext.models.gmm_vb import vb_gmm
+from pyroext.models.gmm.em import em
+from pyroext.models.gmm.vb import vb_gmm
 
 
 def seconds(function: Callable[[], object]) -> float:

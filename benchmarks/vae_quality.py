@@ -18,8 +18,9 @@ import pyro
 import torch
 
 import pyroext
-from pyroext.jobs.vae import fit_vae, load_vae_data
-from pyroext.models.vae_eval import importance_log_likelihood
+from pyroext.data import load_vae_data
+from pyroext.models.vae.eval import importance_log_likelihood
+from pyroext.models.vae.job import fit_vae
 
 MODELS = {
     "VAE": {"guide": "normal", "objective": "trace", "num_particles": 1},

@@ -15,8 +15,8 @@ import pyro
 import torch
 from torch.utils.data import DataLoader
 
+from pyroext.data import load_vae_data
 from pyroext.infer import FusedOptim, init_distributed, is_main_process, run_svi
-from pyroext.jobs.vae import load_vae_data
 from pyroext.models.vae import VAE, MLPDecoder, MLPEncoder
 
 

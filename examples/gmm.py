@@ -30,8 +30,8 @@ from pyroext.models.gmm import (
     mean_field_guide,
     mixture_log_likelihood,
 )
-from pyroext.models.gmm_em import em
-from pyroext.models.gmm_vb import vb_gmm
+from pyroext.models.gmm.em import em
+from pyroext.models.gmm.vb import vb_gmm
 
 K = 2
 

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from pyroext.data import load_digits
 from pyroext.infer import run_svi
 from pyroext.models.vae import VAE, MLPDecoder, MLPEncoder, vae_loss
-from pyroext.models.vae_estimators import elbo_estimates, encoder_gradients
+from pyroext.models.vae.estimators import elbo_estimates, encoder_gradients
 
 LATENT = 4
 
