@@ -1,5 +1,4 @@
-"""Seconds per epoch of pyroext's Bayes by backprop against a hand-written PyTorch loop
-(issue 7).
+"""Seconds per epoch of pyroext's Bayes by backprop against a hand-written PyTorch loop.
 
 Both train the same 784-400-400-10 ReLU network (``--hidden``) on MNIST (or the digits) with
 a mean-field Gaussian over every weight and bias (``sigma = softplus(rho)``, starting at 0.01
@@ -12,27 +11,23 @@ ELBO by hand; pyroext runs :func:`pyroext.infer.run_svi` with ``Trace_ELBO`` on
 ``--repeats`` times over ``--steps`` steps each, and report the median.
 
     python benchmarks/bnn_overhead.py --data mnist --data-dir ../shared/data [--steps 300]
-        [--device cuda]
+        [--device cuda] [--quick]
 """
 
 import argparse
-import datetime
-import itertools
+import functools
 import math
-import platform
-import statistics
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pyro
 import torch
+from _harness import Options, begin, cycle_batches, interleave, loop_seconds, print_comparison
 from pyro.infer import Trace_ELBO
 from torch import Tensor, nn
 from torch.distributions import Categorical, Normal
 from torch.nn.functional import softplus
 from torch.utils.data import DataLoader, TensorDataset
 
-import pyroext
 from pyroext.data import load_bnn_data
 from pyroext.infer import FusedOptim, run_svi
 from pyroext.models.bnn import BayesianMLP, ScaleMixturePrior, relu_mlp
@@ -40,27 +35,32 @@ from pyroext.models.bnn.guide import AutoBayesByBackprop
 
 INIT_SCALE = 0.01
 PRIOR = ScaleMixturePrior()
+WARMUP = 10  # allocator, lazy set-up
+PLAIN = "plain PyTorch"
 
 
 def network(widths: list[int]) -> nn.Sequential:
+    """The ReLU MLP of ``widths``, seeded."""
     torch.manual_seed(0)
     return relu_mlp(widths)
 
 
 def mixture_log_prior(w: Tensor) -> Tensor:
+    """The scale-mixture prior's log density of ``w``, summed, as a hand-written loop has it."""
     sigmas = torch.tensor([PRIOR.sigma1, PRIOR.sigma2], device=w.device)
     weights = torch.tensor([math.log(PRIOR.pi), math.log(1 - PRIOR.pi)], device=w.device)
     return (Normal(0.0, sigmas).log_prob(w[..., None]) + weights).logsumexp(-1).sum()
 
 
 def plain_torch(widths: list[int], loader: DataLoader, steps: int, device: str) -> None:
+    """Bayes by backprop written by hand."""
     net = network(widths).to(device)
     locs = [p.detach().clone().requires_grad_() for p in net.parameters()]
     rho = math.log(math.expm1(INIT_SCALE))
     rhos = [torch.full_like(p, rho, requires_grad=True) for p in locs]
     optim = torch.optim.Adam(locs + rhos, lr=1e-3)
     scale = len(loader.dataset) / loader.batch_size
-    for x, y in _batches(loader, steps):
+    for x, y in cycle_batches(loader, steps):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         sds = [softplus(r) for r in rhos]
         draws = [m + s * torch.randn_like(m) for m, s in zip(locs, sds, strict=True)]
@@ -80,6 +80,7 @@ def plain_torch(widths: list[int], loader: DataLoader, steps: int, device: str) 
 
 
 def pyroext_bbb(widths: list[int], loader: DataLoader, steps: int, device: str) -> None:
+    """The same through :class:`BayesianMLP`, :class:`AutoBayesByBackprop` and ``run_svi``."""
     model = BayesianMLP(network(widths), prior=PRIOR, likelihood="categorical").to(device)
     pyro.clear_param_store()
     guide = AutoBayesByBackprop(model, init_scale=INIT_SCALE)
@@ -96,79 +97,57 @@ def pyroext_bbb(widths: list[int], loader: DataLoader, steps: int, device: str) 
     )
 
 
-def _batches(loader: DataLoader, steps: int) -> Iterator[tuple[Tensor, Tensor]]:
-    batches = itertools.chain.from_iterable(itertools.repeat(loader))
-    return itertools.islice(batches, steps)
-
-
 def seconds(
-    fn: Callable[[list[int], DataLoader, int, str], None],
+    train: Callable[[list[int], DataLoader, int, str], None],
     widths: list[int],
     loader: DataLoader,
     args: argparse.Namespace,
 ) -> float:
-    fn(widths, loader, 10, args.device)  # warm-up: allocator, lazy set-up
-    _synchronize(args.device)
-    start = time.perf_counter()
-    fn(widths, loader, args.steps, args.device)
-    _synchronize(args.device)
-    return time.perf_counter() - start
+    """Seconds of ``--steps`` steps of ``train`` after a warm-up."""
+    return loop_seconds(
+        lambda steps: train(widths, loader, steps, args.device),
+        args.steps,
+        warmup=WARMUP,
+        device=args.device,
+    )[0]
 
 
-def _synchronize(device: str) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def main(args: argparse.Namespace) -> None:
-    torch.set_num_threads(args.threads)
-    pyro.enable_validation(args.validation)
+def main() -> None:
+    options = Options(__doc__)
+    options.data("mnist")
+    options.add("--hidden", full="400,400", help="hidden widths")
+    options.timing(steps=300, quick_steps=20)
+    options.threads(1)
+    options.device()
+    options.validation()
+    args = options.parse()
     data = load_bnn_data("classification", args.data, args.data_dir)
     widths = [data.x_train.shape[1], *map(int, args.hidden.split(",")), 10]
     loader = DataLoader(
         TensorDataset(data.x_train, data.y_train), batch_size=100, shuffle=True, drop_last=True
     )
-    configs = {"plain PyTorch": plain_torch, "pyroext run_svi, Trace_ELBO": pyroext_bbb}
-    times: dict[str, list[float]] = {name: [] for name in configs}
-    for _ in range(args.repeats):
-        for name, fn in configs.items():
-            times[name].append(seconds(fn, widths, loader, args))
-    print(
-        f"# {datetime.date.today()}, {_machine(args.device)}, {args.threads} threads, validation "
-        f"{'on' if args.validation else 'off'}; torch {torch.__version__}, pyro "
-        f"{pyro.__version__}, pyroext {pyroext.__version__}"
+    begin(
+        args,
+        f"{args.data} {'-'.join(map(str, widths))}, batch 100: {args.steps} steps x "
+        f"{args.repeats} repeats, scaled to one epoch ({len(loader)} steps)",
     )
-    print(
-        f"# {args.data} {'-'.join(map(str, widths))}, batch 100: {args.steps} steps x "
-        f"{args.repeats} repeats, scaled to one epoch ({len(loader)} steps)"
+    configs = {PLAIN: plain_torch, "pyroext run_svi, Trace_ELBO": pyroext_bbb}
+    contenders = {
+        name: functools.partial(seconds, train, widths, loader, args)
+        for name, train in configs.items()
+    }
+    epoch = len(loader) / args.steps
+    samples = {
+        name: [s * epoch for s in v] for name, v in interleave(contenders, args.repeats).items()
+    }
+    print_comparison(
+        samples,
+        {"ratio to plain PyTorch": PLAIN},
+        label="implementation",
+        unit="s/epoch",
+        ratio_digits=3,
     )
-    print("| implementation | s/epoch (median) | ratio to plain PyTorch |")
-    print("|---|---|---|")
-    base = statistics.median(times["plain PyTorch"])
-    for name, values in times.items():
-        median = statistics.median(values)
-        print(f"| {name} | {median * len(loader) / args.steps:.2f} | {median / base:.3f} |")
-
-
-def _machine(device: str) -> str:
-    if torch.device(device).type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return platform.machine()
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
-    parser.add_argument("--data", default="mnist", choices=("digits", "mnist"))
-    parser.add_argument("--data-dir", default=None, help="folder holding MNIST/raw")
-    parser.add_argument("--hidden", default="400,400")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument(
-        "--validation",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="Pyro/torch distribution argument checks (on by default in Pyro)",
-    )
-    main(parser.parse_args())
+    main()

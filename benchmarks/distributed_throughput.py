@@ -1,5 +1,5 @@
 """Images per second of the MNIST VAE trained data-parallel with ``run_svi(distributed=True)``
-against the plain runner (issue 8).
+against the plain runner.
 
 The VAE and data are those of ``vae_overhead.py`` (784-200-200-50 tanh MLP, dynamically
 binarised MNIST, ``Trace_ELBO``, ``FusedOptim(Adam)``, batch ``--batch-size`` per process).
@@ -7,16 +7,16 @@ Rows: the plain runner in this process; then, through ``torchrun --standalone``,
 ``--worlds`` (gloo on the CPU, NCCL on CUDA, one GPU per process). Each configuration runs 20
 warm-up steps, then ``--steps`` timed steps; images/s counts the images of all processes.
 Every process uses ``--threads`` torch threads. Configurations are interleaved ``--repeats``
-times and the median is reported.
+times and the median is reported. ``--quick`` trains on the embedded 8x8 digits; a world size
+that cannot start (no process group here) is reported on stderr and left out of the table.
 
     python benchmarks/distributed_throughput.py --data-dir ../shared/data [--worlds 1,2]
     python benchmarks/distributed_throughput.py --data-dir ../shared/data --device cuda --worlds 1
 """
 
 import argparse
+import functools
 import json
-import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -24,21 +24,22 @@ from pathlib import Path
 
 import pyro
 import torch
+from _harness import Options, begin, fmt, interleave, pin_threads, print_comparison
 from torch.utils.data import DataLoader
+from vae_overhead import LATENT, make_vae, training_images
 
-import pyroext
-from pyroext.data import load_mnist
 from pyroext.infer import FusedOptim, init_distributed, is_main_process, run_svi
-from pyroext.models.vae import VAE, MLPDecoder, MLPEncoder
 
-LATENT, WARM_UP = 50, 20
+WARM_UP = 20
+PLAIN = "plain runner (no process group)"
+FORWARDED = ("data", "data_dir", "device", "steps", "batch_size", "threads")
 
 
 def images_per_second(args: argparse.Namespace, distributed: bool) -> float:
+    """Images per second of all processes over ``--steps`` steps after :data:`WARM_UP`."""
     device = init_distributed(args.device) if distributed else torch.device(args.device)
-    torch.manual_seed(0)
-    vae = VAE(MLPEncoder(784, LATENT), MLPDecoder(LATENT, 784), LATENT).to(device)
-    train = load_mnist(args.data_dir, train=True)
+    train = training_images(args)
+    vae = make_vae(train[0][0].numel(), device)
     loader = DataLoader(train, batch_size=args.batch_size, shuffle=True, drop_last=True)
     optim = FusedOptim(torch.optim.Adam, {"lr": 1e-3})
     pyro.clear_param_store()
@@ -67,13 +68,16 @@ def images_per_second(args: argparse.Namespace, distributed: bool) -> float:
 
 
 def worker(args: argparse.Namespace) -> None:
-    torch.set_num_threads(args.threads)
+    """One ``torchrun`` process; rank 0 prints the rate as a JSON line."""
+    pin_threads(args.threads)
     rate = images_per_second(args, distributed=True)
     if is_main_process():
         print(json.dumps({"images_per_second": rate}), flush=True)
 
 
 def launch(args: argparse.Namespace, world: int) -> float:
+    """Images per second of ``world`` processes started by ``torchrun --standalone``."""
+    forwarded = [f"--{key.replace('_', '-')}={getattr(args, key)}" for key in FORWARDED]
     command = [
         sys.executable,
         "-m",
@@ -82,57 +86,54 @@ def launch(args: argparse.Namespace, world: int) -> float:
         f"--nproc-per-node={world}",
         str(Path(__file__).resolve()),
         "--worker",
-        *(f"--{key.replace('_', '-')}={value}" for key, value in _forwarded(args).items()),
+        *(flag for flag in forwarded if not flag.endswith("=None")),
     ]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    result = next(line for line in output.splitlines() if line.startswith("{"))
+    run = subprocess.run(command, check=False, capture_output=True, text=True)
+    if run.returncode:
+        raise RuntimeError(f"torchrun exited with {run.returncode}:\n{run.stderr[-2000:]}")
+    result = next(line for line in run.stdout.splitlines() if line.startswith("{"))
     return json.loads(result)["images_per_second"]
 
 
-def _forwarded(args: argparse.Namespace) -> dict[str, object]:
-    keys = ("data_dir", "device", "steps", "batch_size", "threads")
-    return {key: getattr(args, key) for key in keys}
-
-
 def main(args: argparse.Namespace) -> None:
-    torch.set_num_threads(args.threads)
-    backend = "NCCL" if args.device.startswith("cuda") else "gloo"
-    plain = "plain runner (no process group)"
-    rates: dict[str, list[float]] = {}
-    for _ in range(args.repeats):
-        rates.setdefault(plain, []).append(images_per_second(args, distributed=False))
-        for world in map(int, args.worlds.split(",")):
-            name = f"distributed, {world} process(es), {backend}"
-            rates.setdefault(name, []).append(launch(args, world))
-    machine = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
-    print(
-        f"# {platform.machine()}, {machine}, {args.threads} torch thread(s) per process; "
-        f"torch {torch.__version__}, pyro {pyro.__version__}, pyroext {pyroext.__version__}"
+    begin(
+        args,
+        f"VAE {LATENT} latents on {args.data}, batch {args.batch_size} per process, "
+        f"{args.steps} timed steps after {WARM_UP}; {args.threads} torch thread(s) per process",
     )
-    print(
-        f"# VAE 784-200-200-50, batch {args.batch_size} per process, {args.steps} timed steps, "
-        f"median of {args.repeats} interleaved repeats"
+    backend = "NCCL" if torch.device(args.device).type == "cuda" else "gloo"
+    contenders = {PLAIN: functools.partial(images_per_second, args, distributed=False)}
+    for world in map(int, args.worlds.split(",")):
+        name = f"distributed, {world} process(es), {backend}"
+        contenders[name] = functools.partial(launch, args, world)
+    rates = interleave(contenders, args.repeats)
+    every = {name: ", ".join(map(fmt, values)) for name, values in rates.items()}
+    print_comparison(
+        rates,
+        {"ratio to plain runner": PLAIN},
+        label="configuration",
+        unit="images/s",
+        ratio_digits=3,
+        best=max,
+        extra={"all repeats": every},
     )
-    print("| configuration | images/s | ratio to plain runner | all repeats |")
-    print("|---|---|---|---|")
-    base = statistics.median(rates[plain])
-    for name, values in rates.items():
-        rate = statistics.median(values)
-        runs = ", ".join(f"{value:.0f}" for value in values)
-        print(f"| {name} | {rate:.0f} | {rate / base:.3f} | {runs} |")
+
+
+def parse_args() -> argparse.Namespace:
+    """Command-line options, including the hidden ``--worker`` of the started processes."""
+    options = Options(__doc__)
+    options.data("mnist")
+    options.device()
+    options.timing(steps=300, quick_steps=20)
+    options.add("--batch-size", full=100, type=int, help="images per step and process")
+    options.threads(1)
+    options.add("--worlds", full="1,2", help="comma-separated world sizes")
+    options.parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    return options.parse()
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
-    parser.add_argument("--data-dir", required=True, help="folder holding MNIST/raw")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--worlds", default="1,2", help="comma-separated world sizes")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    arguments = parser.parse_args()
+    arguments = parse_args()
     if arguments.worker:
         worker(arguments)
     else:

@@ -5,16 +5,16 @@ covariances, one torch thread. EM (5 k-means++ restarts) and CAVI run to converg
 ``--steps`` steps of ``TraceEnum_ELBO`` with the MAP guide (assignments enumerated in the model)
 and the full mean-field guide (``q(z_n)`` enumerated in the guide). Prints a Markdown table.
 
-    python benchmarks/gmm.py [--steps 500]
+    python benchmarks/gmm.py [--steps 500] [--quick]
 """
 
-import argparse
 import functools
 import time
 from collections.abc import Callable
 
 import pyro
 import torch
+from _harness import Options, Table, begin
 from pyro.infer import TraceEnum_ELBO
 from pyro.infer.autoguide import AutoDelta
 
@@ -26,12 +26,14 @@ from pyroext.models.gmm.vb import vb_gmm
 
 
 def seconds(function: Callable[[], object]) -> float:
+    """Wall seconds of one call."""
     start = time.perf_counter()
     function()
     return time.perf_counter() - start
 
 
 def steps_per_second(x: torch.Tensor, k: int, guide_name: str, steps: int) -> float:
+    """SVI steps per second with the ``delta`` (MAP) or ``mean-field`` guide."""
     model = functools.partial(gmm_model, k=k, covariance="full")
     pyro.clear_param_store()
     if guide_name == "delta":
@@ -44,26 +46,24 @@ def steps_per_second(x: torch.Tensor, k: int, guide_name: str, steps: int) -> fl
     return result.num_steps / result.wall_time
 
 
-def main(args: argparse.Namespace) -> None:
-    torch.set_num_threads(1)
+def main() -> None:
+    options = Options(__doc__)
+    options.add("--steps", full=500, quick=20, type=int, help="SVI steps per guide")
+    args = options.parse()
+    begin(args, f"float64, full covariances; {args.steps} SVI steps per guide")
     datasets = {
         "Old Faithful": (load_faithful(standardize=True, dtype=torch.float64).x, 2),
         "synthetic": (synthetic_mixture(dtype=torch.float64).x, 3),
     }
-    print(f"torch {torch.__version__}, pyro {pyro.__version__}, {args.steps} SVI steps")
-    print("| data | EM (s) | CAVI (s) | SVI-MAP (steps/s) | SVI mean-field (steps/s) |")
-    print("|---|---|---|---|---|")
+    table = Table("data", "EM (s)", "CAVI (s)", "SVI-MAP (steps/s)", "SVI mean-field (steps/s)")
     for name, (x, k) in datasets.items():
         em_time = seconds(lambda x=x, k=k: em(x, k))
         vb_time = seconds(lambda x=x, k=k: vb_gmm(x, k))
         rates = [steps_per_second(x, k, guide, args.steps) for guide in ("delta", "mean-field")]
-        print(
-            f"| {name} (N={len(x)}, K={k}) | {em_time:.2f} | {vb_time:.2f} | "
-            f"{rates[0]:.0f} | {rates[1]:.0f} |"
+        table.row(
+            f"{name} (N={len(x)}, K={k})", f"{em_time:.2f}", f"{vb_time:.2f}", *map(round, rates)
         )
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
-    parser.add_argument("--steps", type=int, default=500, help="SVI steps per guide")
-    main(parser.parse_args())
+    main()

@@ -14,17 +14,17 @@ Training is split at 25%, 50% and 100% of the steps; at each checkpoint the ELBO
 from many fresh guide draws (with its Monte Carlo standard error), and the gap ``log Z - ELBO``
 (an upper bound on ``KL(q || p)``, and equal to it for guides with a tractable density) is
 reported with the training time spent so far. Evaluation time and random draws are kept out of
-the training clock and stream. Timings use one thread (``torch.set_num_threads(1)``) so that
-they are comparable between guides on a shared machine.
+the training clock and stream. Timings use one thread so that they are comparable between
+guides on a shared machine.
 
-Run ``python benchmarks/mcmc_guides.py --help`` for the options.
+    python benchmarks/mcmc_guides.py [--steps 2500] [--problems linreg funnel] [--quick]
+
+Run it with ``--help`` for the other options.
 """
 
 import argparse
 import functools
 import math
-import platform
-import sys
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -33,6 +33,7 @@ import pyro
 import pyro.distributions as dist
 import pyro.util
 import torch
+from _harness import Options, Table, begin
 from pyro import poutine
 from pyro.infer import Trace_ELBO
 from pyro.infer.autoguide import (
@@ -209,66 +210,73 @@ def train(
     return guide, checkpoints
 
 
-def table_rows(problem: Problem, args: argparse.Namespace) -> list[str]:
-    """Trains every requested guide on ``problem``; one markdown row per guide."""
-    rows = []
-    for name in args.guides:
-        guide, checkpoints = train(problem, GUIDES[name], args)
-        final = checkpoints[-1]
-        gaps = [f"{problem.log_evidence - c.elbo:.3f} @ {c.cpu:.1f} s" for c in checkpoints[:-1]]
-        kl = kl_to_exact(guide, problem)
-        rows.append(
-            f"| {name} | {final.step / final.cpu:.0f} | {final.cpu:.1f} ({final.wall:.1f}) | "
-            + " | ".join(gaps)
-            + f" | {problem.log_evidence - final.elbo:.3f} ± {final.mcse:.3f} | "
-            + f"{final.elbo:.3f} | {'—' if math.isnan(kl) else f'{kl:.4f}'} |"
-        )
-        print(rows[-1], file=sys.stderr, flush=True)  # progress: a long run shows each guide
-    return rows
+def guide_row(problem: Problem, name: str, args: argparse.Namespace) -> list[str]:
+    """Trains guide ``name`` on ``problem``; the cells of its table row."""
+    guide, checkpoints = train(problem, GUIDES[name], args)
+    final = checkpoints[-1]
+    gaps = [f"{problem.log_evidence - c.elbo:.3f} @ {c.cpu:.1f} s" for c in checkpoints[:-1]]
+    kl = kl_to_exact(guide, problem)
+    return [
+        name,
+        f"{final.step / final.cpu:.0f}",
+        f"{final.cpu:.1f} ({final.wall:.1f})",
+        *gaps,
+        f"{problem.log_evidence - final.elbo:.3f} ± {final.mcse:.3f}",
+        f"{final.elbo:.3f}",
+        "—" if math.isnan(kl) else f"{kl:.4f}",
+    ]
 
 
-def main(args: argparse.Namespace) -> None:
-    torch.set_num_threads(1)  # stable per-guide timings on a shared 2-core machine
+def main() -> None:
+    args = parse_args()
+    begin(
+        args,
+        f"float64; seed {args.seed}; {args.steps} steps, {args.particles} particles/step, "
+        f"ClippedAdam lr {args.lr} decayed to {FINAL_LR_FRACTION} x; ELBO from {args.eval} draws",
+    )
     # float64 throughout: the diabetes posterior has condition number ~400, and the exact
     # references are float64.
     torch.set_default_dtype(torch.float64)
-    versions = f"torch {torch.__version__}, pyro {pyro.__version__}"
-    print(
-        f"# {platform.machine()}, {torch.get_num_threads()} thread; {versions}; seed {args.seed}; "
-        f"{args.steps} steps, {args.particles} particles/step, ClippedAdam lr {args.lr} decayed "
-        f"to {FINAL_LR_FRACTION} x; ELBO from {args.eval} draws"
-    )
+    fractions = [f"gap @ {f:.0%} steps" for f in CHECKPOINTS[:-1]]
     for name in args.problems:
         problem = PROBLEMS[name]()
-        print(f"\n{name}: log Z = {problem.log_evidence:.3f}; times are CPU s (wall s)\n")
-        fractions = " | ".join(f"gap @ {f:.0%} steps" for f in CHECKPOINTS[:-1])
-        print(
-            f"| guide | steps/s | train time | {fractions} | gap (final) ± MCSE | ELBO | "
-            "KL(q ‖ exact) |"
+        print(f"\n{name}: log Z = {problem.log_evidence:.3f}; times are CPU s (wall s)")
+        table = Table(
+            "guide",
+            "steps/s",
+            "train time",
+            *fractions,
+            "gap (final) ± MCSE",
+            "ELBO",
+            "KL(q ‖ exact)",
         )
-        print("|---" * (6 + len(CHECKPOINTS) - 1) + "|")
-        for row in table_rows(problem, args):
-            print(row)
+        for guide in args.guides:
+            table.row(*guide_row(problem, guide, args))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line options; ``--quick`` shrinks the run to a smoke test of a few seconds."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=2500, help="optimiser steps per guide")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--problems", nargs="+", choices=list(PROBLEMS), default=list(PROBLEMS))
-    parser.add_argument("--guides", nargs="+", choices=list(GUIDES), default=DEFAULT_GUIDES)
-    parser.add_argument("--particles", type=int, default=8, help="ELBO particles per step")
-    parser.add_argument("--lr", type=float, default=0.02, help="initial ClippedAdam rate")
-    parser.add_argument("--eval", type=int, default=5000, help="draws per ELBO estimate")
-    parser.add_argument("--quick", action="store_true", help="20 steps, 200 draws")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.steps, args.eval = 20, 200
+    """Command-line options; ``--quick`` shrinks the run to a check of seconds."""
+    options = Options(__doc__)
+    options.add("--steps", full=2500, quick=20, type=int, help="optimiser steps per guide")
+    options.add("--seed", full=0, type=int, help="seed of training and evaluation")
+    options.add(
+        "--problems", full=list(PROBLEMS), nargs="+", choices=list(PROBLEMS), help="problems"
+    )
+    options.add(
+        "--guides",
+        full=DEFAULT_GUIDES,
+        nargs="+",
+        choices=list(GUIDES),
+        help="guides",
+    )
+    options.add("--particles", full=8, type=int, help="ELBO particles per step")
+    options.add("--lr", full=0.02, type=float, help="initial ClippedAdam rate")
+    options.add("--eval", full=5000, quick=200, type=int, help="draws per ELBO estimate")
+    args = options.parse(argv)
     if args.steps < len(CHECKPOINTS):
-        parser.error(f"--steps must be >= {len(CHECKPOINTS)}")
+        options.parser.error(f"--steps must be >= {len(CHECKPOINTS)}")
     return args
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    main()

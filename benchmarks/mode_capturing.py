@@ -12,18 +12,18 @@ The target is normalised, so ``log Z = 0`` and the ELBO is minus the gap; a guid
 ``m`` of the modes perfectly and nothing else has ELBO ``-log(8 / m)`` (-2.08 for one mode).
 For MetFlow the ELBO is the extended-space bound, which is below the marginal one.
 
-Timings use one thread (``torch.set_num_threads(1)``) and are reported as CPU seconds (wall
-seconds, which other jobs on a shared machine inflate).
+Timings use one thread and are reported as CPU seconds (wall seconds, which other jobs on a
+shared machine inflate).
 
-Run ``python benchmarks/mode_capturing.py --help`` for the options.
+    python benchmarks/mode_capturing.py [--dims 3 5 10 20] [--steps 1500] [--quick]
+
+Run it with ``--help`` for the other options.
 """
 
 import argparse
 import functools
 import math
-import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 import pyro
 import pyro.distributions as dist
 import torch
+from _harness import Options, Table, begin
 from pyro import poutine
 from pyro.distributions import constraints
 from pyro.infer import Trace_ELBO
@@ -201,8 +202,8 @@ def train(dim: int, name: str, seed: int, args: argparse.Namespace) -> Run:
     return Run(keep_draws(model, guide, centres), cpu, result.wall_time, args.steps)
 
 
-def detail_row(dim: int, name: str, runs: list[Run]) -> str:
-    """A markdown row: modes, ELBO, cost and acceptance of one guide over the seeds."""
+def detail_row(dim: int, name: str, runs: list[Run]) -> list[str]:
+    """Modes, ELBO, cost and acceptance of one guide over the seeds: a detail table's row."""
     modes = [r.kept.modes for r in runs]
     elbos = [r.kept.elbo for r in runs]
     cpu = statistics.mean(r.cpu for r in runs)
@@ -213,68 +214,71 @@ def detail_row(dim: int, name: str, runs: list[Run]) -> str:
         by_step = " ".join(f"{a:.2f}" for a in acceptance.tolist())
     else:
         by_step = "—"
-    return (
-        f"| {dim} | {name} | {' '.join(map(str, modes))} | {statistics.mean(modes):.1f} | "
-        f"{statistics.mean(elbos):.2f} [{min(elbos):.2f}, {max(elbos):.2f}] | "
-        f"{max(r.kept.mcse for r in runs):.3f} | {cpu:.1f} ({wall:.1f}) | {steps_per_s:.1f} | "
-        f"{by_step} |"
-    )
+    return [
+        str(dim),
+        name,
+        " ".join(map(str, modes)),
+        f"{statistics.mean(modes):.1f}",
+        f"{statistics.mean(elbos):.2f} [{min(elbos):.2f}, {max(elbos):.2f}]",
+        f"{max(r.kept.mcse for r in runs):.3f}",
+        f"{cpu:.1f} ({wall:.1f})",
+        f"{steps_per_s:.1f}",
+        by_step,
+    ]
 
 
-def print_tables(runs: dict[tuple[int, str], list[Run]], args: argparse.Namespace) -> None:
-    """The detail table, then ours beside the authors' numbers."""
-    print(
-        "| d | guide | modes per seed | mean modes | ELBO, mean [min, max] over seeds | "
-        "max MCSE | CPU s per run (wall) | steps/s (CPU) | MetFlow acceptance by step |"
-    )
-    print("|---" * 9 + "|")
-    for (dim, name), group in runs.items():
-        print(detail_row(dim, name, group))
+def print_authors(runs: dict[tuple[int, str], list[Run]], args: argparse.Namespace) -> None:
+    """Mean modes captured, ours beside the authors' numbers."""
+    print("\nMean modes captured (of 8), ours beside the authors' logs:")
     ours = [f"ours: {name}" for name in args.guides]
-    print("\nMean modes captured (of 8), ours beside the authors' logs:\n")
-    print("| d | " + " | ".join(ours + [f"authors: {name}" for name in REFERENCE]) + " |")
-    print("|---" * (1 + len(ours) + len(REFERENCE)) + "|")
+    table = Table("d", *ours, *(f"authors: {name}" for name in REFERENCE))
     for dim in args.dims:
         cells = [f"{statistics.mean(r.kept.modes for r in runs[dim, n]):.1f}" for n in args.guides]
-        cells += [reference.get(dim, "—") for reference in REFERENCE.values()]
-        print(f"| {dim} | " + " | ".join(cells) + " |")
+        table.row(dim, *cells, *(reference.get(dim, "—") for reference in REFERENCE.values()))
 
 
-def main(args: argparse.Namespace) -> None:
-    torch.set_num_threads(1)  # stable per-guide timings on a shared 2-core machine
-    print(
-        f"# {platform.machine()}, {torch.get_num_threads()} thread; torch {torch.__version__}, "
-        f"pyro {pyro.__version__}; {args.steps} steps of Adam lr {args.lr}, {BATCH} particles; "
-        f"MetFlow K={args.K}, init_scale {args.init_scale}; seeds {args.seeds}\n"
+def main() -> None:
+    args = parse_args()
+    begin(
+        args,
+        f"{args.steps} steps of Adam lr {args.lr}, {BATCH} particles; MetFlow K={args.K}, "
+        f"init_scale {args.init_scale}, flow_init {args.flow_init}; seeds {args.seeds}",
+    )
+    table = Table(
+        "d",
+        "guide",
+        "modes per seed",
+        "mean modes",
+        "ELBO, mean [min, max] over seeds",
+        "max MCSE",
+        "CPU s per run (wall)",
+        "steps/s (CPU)",
+        "MetFlow acceptance by step",
     )
     runs: dict[tuple[int, str], list[Run]] = {}
     for dim in args.dims:
         for name in args.guides:
             runs[dim, name] = [train(dim, name, seed, args) for seed in args.seeds]
-            print(detail_row(dim, name, runs[dim, name]), file=sys.stderr, flush=True)
-    print_tables(runs, args)
+            table.row(*detail_row(dim, name, runs[dim, name]))
+    print_authors(runs, args)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line options; ``--quick`` shrinks the run to a smoke test of a few seconds."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dims", type=int, nargs="+", default=[3, 5, 10, 20])
+    """Command-line options; ``--quick`` shrinks the run to a check of seconds."""
+    options = Options(__doc__)
+    options.add("--dims", full=[3, 5, 10, 20], quick=[3], type=int, nargs="+", help="d")
     # The authors trained 5000 steps; 1500 keeps the default run near 20 min on 2 cores.
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--guides", nargs="+", choices=list(GUIDES), default=list(GUIDES))
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    parser.add_argument("--K", type=int, default=7, help="MetFlow steps")
-    parser.add_argument("--init-scale", type=float, default=1.0, help="initial base sd")
-    parser.add_argument(
-        "--flow-init", default="random", choices=["identity", "random"], help="MetFlow's flow"
+    options.add("--steps", full=1500, quick=20, type=int, help="Adam steps per run")
+    options.add("--seeds", full=[0, 1, 2], quick=[0], type=int, nargs="+", help="seeds")
+    options.add("--guides", full=list(GUIDES), nargs="+", choices=list(GUIDES), help="guides")
+    options.add("--lr", full=1e-3, type=float, help="Adam learning rate")
+    options.add("--K", full=7, type=int, help="MetFlow steps")
+    options.add("--init-scale", full=1.0, type=float, help="initial base sd")
+    options.add(
+        "--flow-init", full="random", choices=["identity", "random"], help="MetFlow's flow"
     )
-    parser.add_argument("--quick", action="store_true", help="d = 3, 20 steps, one seed")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.dims, args.steps, args.seeds = [3], 20, [0]
-    return args
+    return options.parse(argv)
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    main()

@@ -2,30 +2,28 @@
 
 Model: Bayesian linear regression with known noise on the diabetes data (442 x 10), mean-field
 Gaussian guide, one particle, Adam(lr=0.01). Every configuration runs in this process on the
-same data; the table reports the median ms/step over repeats and ratios against Pyro's
-``SVI.step`` loop and against plain PyTorch.
+same data; the table reports ms/step over interleaved repeats and ratios of the medians
+against Pyro's ``SVI.step`` loop and against plain PyTorch.
 
-    python benchmarks/runner_overhead.py [--steps 2000] [--repeats 3] [--device cpu]
+    python benchmarks/runner_overhead.py [--steps 2000] [--repeats 3] [--device cpu] [--quick]
 """
 
-import argparse
 import functools
-import platform
-import statistics
-import time
 from collections.abc import Callable
 
 import pyro
 import torch
+from _harness import Options, begin, interleave, loop_seconds, print_comparison
 from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO
 from pyro.infer.autoguide import AutoNormal
 
-import pyroext
 from pyroext.data import load_diabetes
 from pyroext.infer import run_svi
 from pyroext.models.linear_regression import model_known_noise
 
 NOISE = 0.7
+WARMUP = 50  # allocator, JIT tracing, lazy guide set-up
+PYRO, TORCH = "Pyro SVI.step", "plain PyTorch"
 
 
 def plain_torch(x: torch.Tensor, y: torch.Tensor, steps: int) -> None:
@@ -47,6 +45,7 @@ def plain_torch(x: torch.Tensor, y: torch.Tensor, steps: int) -> None:
 
 
 def pyro_loop(x: torch.Tensor, y: torch.Tensor, steps: int, jit: bool = False) -> None:
+    """Pyro's own ``SVI.step`` in a Python loop."""
     model = functools.partial(model_known_noise, noise_scale=NOISE)
     svi = SVI(model, AutoNormal(model), pyro.optim.Adam({"lr": 0.01}), _elbo(jit))
     for _ in range(steps):
@@ -54,6 +53,7 @@ def pyro_loop(x: torch.Tensor, y: torch.Tensor, steps: int, jit: bool = False) -
 
 
 def pyroext_runner(x: torch.Tensor, y: torch.Tensor, steps: int, jit: bool = False) -> None:
+    """The same model, guide and optimiser through :func:`pyroext.infer.run_svi`."""
     model = functools.partial(model_known_noise, noise_scale=NOISE)
     run_svi(
         model,
@@ -71,49 +71,47 @@ def _elbo(jit: bool) -> Trace_ELBO:
     return JitTrace_ELBO() if jit else Trace_ELBO()
 
 
-def time_per_step(fn: Callable[..., None], x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
-    pyro.clear_param_store()
-    pyro.set_rng_seed(0)
-    fn(x, y, 50)  # warm-up: allocator, JIT tracing, lazy guide set-up
-    pyro.clear_param_store()
-    if x.is_cuda:
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn(x, y, steps)
-    if x.is_cuda:
-        torch.cuda.synchronize()
-    return 1000 * (time.perf_counter() - start) / steps
+def ms_per_step(
+    train: Callable[[torch.Tensor, torch.Tensor, int], None],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    steps: int,
+) -> float:
+    """ms/step of ``train(x, y, steps)`` from a fresh param store, after a warm-up run."""
+
+    def loop(n: int) -> None:
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        train(x, y, n)
+
+    seconds, _ = loop_seconds(loop, steps, warmup=WARMUP, device=str(x.device))
+    return 1000 * seconds / steps
 
 
-def main(args: argparse.Namespace) -> None:
+def main() -> None:
+    options = Options(__doc__)
+    options.timing(steps=2000, quick_steps=50)
+    options.threads(2)
+    options.device()
+    args = options.parse()
+    begin(args, f"{args.steps} steps x {args.repeats} repeats, interleaved; diabetes 442 x 10")
     data = load_diabetes()
     x, y = data.x.to(args.device), data.y.to(args.device)
     configs = {
-        "plain PyTorch": plain_torch,
-        "Pyro SVI.step": pyro_loop,
+        TORCH: plain_torch,
+        PYRO: pyro_loop,
         "pyroext run_svi": pyroext_runner,
         "Pyro SVI.step, JIT": functools.partial(pyro_loop, jit=True),
         "pyroext run_svi, JIT": functools.partial(pyroext_runner, jit=True),
     }
-    times = {name: [] for name in configs}
-    for _ in range(args.repeats):  # interleaved so that machine noise hits every config alike
-        for name, fn in configs.items():
-            times[name].append(time_per_step(fn, x, y, args.steps))
-    machine = f"{platform.machine()}, {torch.get_num_threads()} threads, device {args.device}"
-    versions = f"torch {torch.__version__}, pyro {pyro.__version__}, pyroext {pyroext.__version__}"
-    print(f"# {machine}; {versions}; {args.steps} steps x {args.repeats} repeats")
-    print("| configuration | ms/step (median) | vs Pyro SVI.step | vs plain PyTorch |")
-    print("|---|---|---|---|")
-    pyro_ms = statistics.median(times["Pyro SVI.step"])
-    torch_ms = statistics.median(times["plain PyTorch"])
-    for name, values in times.items():
-        ms = statistics.median(values)
-        print(f"| {name} | {ms:.3f} | {ms / pyro_ms:.2f} | {ms / torch_ms:.2f} |")
+    contenders = {
+        name: functools.partial(ms_per_step, train, x, y, args.steps)
+        for name, train in configs.items()
+    }
+    samples = interleave(contenders, args.repeats)
+    baselines = {f"vs {PYRO}": PYRO, f"vs {TORCH}": TORCH}
+    print_comparison(samples, baselines, label="configuration", unit="ms/step")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default="cpu")
-    main(parser.parse_args())
+    main()
