@@ -43,11 +43,29 @@ lint: $(STAMP)
 	$(BIN)/ruff check pyroext models tests examples benchmarks
 	$(BIN)/ruff format --check pyroext models tests examples benchmarks
 
+# One worker per core (pytest-xdist), a test module's tests on one worker.
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadscope
+
+# Every benchmark in its quick mode: small sizes, one repeat, the embedded digits instead of
+# MNIST; a few minutes in all. `make bench BENCH_ARGS=` runs them at full size (hours), with
+# MNIST read from MNIST_DIR; benchmarks/RESULTS.md has what the full runs measured.
+BENCH_ARGS ?= --quick
+MNIST_DIR ?= ../shared/data
+BENCHMARKS := runner_overhead gmm mcmc_guides mode_capturing compiled_svi compiled_scaling \
+  compiled_dais bnn_quality
+MNIST_BENCHMARKS := vae_overhead vae_quality bnn_overhead distributed_throughput
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/runner_overhead.py
+	@set -e; \
+	for name in $(BENCHMARKS); do \
+	  echo "== benchmarks/$$name.py $(BENCH_ARGS)"; \
+	  $(BIN)/python benchmarks/$$name.py $(BENCH_ARGS); \
+	done; \
+	for name in $(MNIST_BENCHMARKS); do \
+	  echo "== benchmarks/$$name.py $(BENCH_ARGS)"; \
+	  $(BIN)/python benchmarks/$$name.py --data-dir $(MNIST_DIR) $(BENCH_ARGS); \
+	done
 
 # Pyro's own tests/infer/test_autoguide.py against pyroext's guides; PYRO is a clone of
 # pyro-ppl/pyro (read at run time, never copied here).

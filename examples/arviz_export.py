@@ -16,8 +16,9 @@ from pyro.infer import MCMC, NUTS
 from pyro.infer.autoguide import AutoNormal
 
 from pyroext.arviz import collect_sample_stats, from_pyro, from_pyro_svi
-from pyroext.diagnose import POSTERIOR_FILE, diagnose_run, save_datatree
+from pyroext.cli.diagnose import diagnose_run
 from pyroext.infer import run_svi
+from pyroext.runs import POSTERIOR_FILE, save_datatree
 
 Y = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
 SIGMA = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])

@@ -1,14 +1,10 @@
-"""Files a fit writes: loss history, posterior summary table and loss curve."""
+"""Tables and figures of a fit: posterior summary of draws and the loss curve."""
 
-__all__ = ["posterior_summary", "write_fit_outputs"]
-
-from pathlib import Path
+__all__ = ["plot_losses", "posterior_summary"]
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
-
-from pyroext.infer import SVIResult
 
 
 def posterior_summary(samples: torch.Tensor, names: list[str], prob: float = 0.9) -> pd.DataFrame:
@@ -36,36 +32,17 @@ def posterior_summary(samples: torch.Tensor, names: list[str], prob: float = 0.9
     )
 
 
-def write_fit_outputs(
-    out: str | Path,
-    result: SVIResult,
-    summary: pd.DataFrame,
-    title: str,
-    reference_loss: float | None = None,
-) -> Path:
-    """Writes ``losses.csv``, ``summary.csv`` and ``loss.png`` into ``out``.
+def plot_losses(series: pd.Series, title: str, reference_loss: float | None = None) -> plt.Figure:
+    """The loss per step, its running mean and, if known, the exact bound ``-log p(data)``.
 
     Arguments:
-        out: Output folder, created if missing.
-        result: The training result.
-        summary: The posterior summary table.
-        title: Title of the loss plot.
-        reference_loss: An exact lower bound of the loss (``-log p(data)``) to draw, if known.
+        series: Loss by step (:meth:`~pyroext.infer.SVIResult.loss_series`).
+        title: Title of the figure.
+        reference_loss: ``-log p(data)``, below every loss, to draw as a line.
 
     Returns:
-        The output folder.
+        The figure.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    series = result.loss_series()
-    series.to_csv(out / "losses.csv")
-    summary.to_csv(out / "summary.csv")
-    _plot_losses(series, title, reference_loss).savefig(out / "loss.png", dpi=120)
-    plt.close("all")
-    return out
-
-
-def _plot_losses(series: pd.Series, title: str, reference_loss: float | None) -> plt.Figure:
     figure, axis = plt.subplots(figsize=(6, 3.5))
     window = max(1, len(series) // 50)
     smooth = series.rolling(window).mean()

@@ -4,22 +4,5 @@ posterior predictive (``predict``), the DataTree export and the fitting job.
 The names below come from :mod:`pyroext.models.bnn.model`.
 """
 
-__all__ = [
-    "LIKELIHOODS",
-    "LOCAL_REPARAMETERIZATION",
-    "BayesianMLP",
-    "GaussianPrior",
-    "Prior",
-    "ScaleMixturePrior",
-    "relu_mlp",
-]
-
-from pyroext.models.bnn.model import (
-    LIKELIHOODS,
-    LOCAL_REPARAMETERIZATION,
-    BayesianMLP,
-    GaussianPrior,
-    Prior,
-    ScaleMixturePrior,
-    relu_mlp,
-)
+from pyroext.models.bnn.model import *  # noqa: F403
+from pyroext.models.bnn.model import __all__ as __all__

@@ -1,42 +1,28 @@
 """Bayes-by-backprop networks by minibatch SVI: classification of digits or MNIST, regression
 of diabetes progression, with test error, NLL and calibration of the posterior predictive."""
 
-__all__ = [
-    "BNN_GUIDES",
-    "BNN_PRIORS",
-    "BNNFit",
-    "fit_bnn",
-]
+__all__ = ["BNN_GUIDES", "BNN_PRIORS", "JOB", "BNNConfig", "BNNFit", "fit_bnn"]
 
-import math
-import os
-from pathlib import Path
-from typing import NamedTuple
+import argparse
+import dataclasses
+from typing import Any, NamedTuple
 
 import pandas as pd
-import pyro
 import torch
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from pyroext.checks import check_counts
 from pyroext.data import BNN_DATASETS, BNNData, load_bnn_data
-from pyroext.diagnose import POSTERIOR_FILE, save_datatree
-from pyroext.infer import (
-    FusedOptim,
-    SVIResult,
-    init_distributed,
-    is_main_process,
-    run_svi,
-    shard_loader,
-)
-from pyroext.infer.device import resolve_device
+from pyroext.infer import SVIResult, is_main_process
+from pyroext.jobs import Job, configure, option
+from pyroext.minibatch import MinibatchConfig, MinibatchResult, start_run, train_minibatch
 from pyroext.models.bnn.export import bnn_to_datatree
 from pyroext.models.bnn.guide import AutoBayesByBackprop
 from pyroext.models.bnn.model import BayesianMLP, GaussianPrior, ScaleMixturePrior, relu_mlp
 from pyroext.models.bnn.predict import predictive_metrics, sample_outputs
-from pyroext.report import write_fit_outputs
+from pyroext.runs import RunDir
 
 BNN_GUIDES = ("bbb", "bbb-lrt")
 """``bbb``: Bayes by backprop, one weight draw per step; ``bbb-lrt``: with the local
@@ -77,26 +63,58 @@ class BNNFit(NamedTuple):
         return f"test {shown}; {self.seconds_per_epoch:.2f} s/epoch"
 
 
-def fit_bnn(
-    guide: str = "bbb",
-    *,
-    task: str = "classification",
-    data: str | None = None,
-    data_dir: str | os.PathLike | None = None,
-    hidden: tuple[int, ...] | None = None,
-    prior: str = "mixture",
-    epochs: int | None = None,
-    steps: int | None = None,
-    batch_size: int = 100,
-    lr_init: float = 1e-3,
-    num_samples: int = 100,
-    device: str = "cpu",
-    seed: int = 0,
-    out: str | Path | None = None,
-    progress: bool = True,
-    compile: bool | str = "auto",
-    distributed: bool = False,
-) -> BNNFit:
+def _widths(text: str) -> tuple[int, ...]:
+    """Hidden widths as the command line gives them, e.g. ``400,400``."""
+    try:
+        widths = tuple(int(width) for width in text.split(","))
+    except ValueError:
+        widths = ()
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a list of integers >= 1")
+    return widths
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BNNConfig(MinibatchConfig):
+    """Options of :func:`fit_bnn`, beside the run options of
+    :class:`~pyroext.minibatch.MinibatchConfig`.
+
+    Fields:
+        guide: A name from :data:`BNN_GUIDES`.
+        task: ``classification`` or ``regression``.
+        data: A dataset of the task (:func:`~pyroext.data.load_bnn_data`); the task's first by
+            default.
+        data_dir: Folder holding ``MNIST/raw``.
+        hidden: Hidden layer widths; 400-400 for digits and MNIST, 50 for diabetes by default.
+        prior: ``mixture`` (Blundell et al.'s scale mixture, pi 1/2, sigma1 1, sigma2 e^-6) or
+            ``gaussian`` (N(0, 1)).
+        num_samples: Weight draws of the posterior predictive (and of ``posterior.nc``).
+    """
+
+    guide: str = option("bbb", "variational guide", choices=BNN_GUIDES)
+    task: str = option("classification", "bnn task", choices=tuple(BNN_DATASETS))
+    data: str | None = option(None, "dataset (default: the task's first)")
+    data_dir: str | None = option(None, "folder holding MNIST/raw (mnist)")
+    hidden: tuple[int, ...] | None = option(
+        None, "hidden widths, e.g. 400,400 (default 400,400 images, 50 diabetes)", type=_widths
+    )
+    prior: str = option("mixture", "prior of the weights", choices=("mixture", "gaussian"))
+    num_samples: int = option(100, "weight draws of the posterior predictive")
+
+    def __post_init__(self) -> None:
+        for name, value, valid in (
+            ("guide", self.guide, BNN_GUIDES),
+            ("prior", self.prior, tuple(BNN_PRIORS)),
+        ):
+            if value not in valid:
+                raise ValueError(f"{name}={value!r} is unknown; valid values: {', '.join(valid)}")
+        if self.hidden is not None:
+            check_counts(**{f"hidden[{index}]": width for index, width in enumerate(self.hidden)})
+        super().__post_init__()
+        check_counts(num_samples=self.num_samples)
+
+
+def fit_bnn(config: BNNConfig | None = None, /, **options: Any) -> BNNFit:
     """Trains a Bayes-by-backprop ReLU network with minibatch SVI and evaluates it on test data.
 
     The likelihood is categorical for classification and Gaussian with a learned noise scale
@@ -105,97 +123,61 @@ def fit_bnn(
     mixture (``Trace_ELBO``).
 
     Arguments:
-        guide: A name from :data:`BNN_GUIDES`.
-        task: ``classification`` or ``regression``.
-        data: A dataset of the task (:func:`~pyroext.data.load_bnn_data`).
-        data_dir: Folder holding ``MNIST/raw``.
-        hidden: Hidden layer widths; 400-400 for digits and MNIST, 50 for diabetes by default.
-        prior: ``mixture`` (Blundell et al.'s scale mixture, pi 1/2, sigma1 1, sigma2 e^-6) or
-            ``gaussian`` (N(0, 1)).
-        epochs: Passes over the training set; 100 digits, 10 MNIST, 1000 diabetes by default.
-        steps: Optimiser steps instead of ``epochs`` (the CLI's ``--steps``).
-        batch_size: Training points per step.
-        lr_init: Adam learning rate.
-        num_samples: Weight draws of the posterior predictive (and of ``posterior.nc``).
-        device: Torch device.
-        seed: Seed of the run (weights, batches, draws).
-        out: If given, folder for ``losses.csv``, ``summary.csv``, ``layers.csv``, ``loss.png``,
-            the training checkpoint and ``posterior.nc``: the thinned weight posterior of
-            :func:`~pyroext.models.bnn.export.bnn_to_datatree`, with the training data's
-            pointwise log-likelihood when it has at most 5000 points.
-        progress: Show a progress bar.
-        compile: Run each SVI step as one compiled graph: ``True``, ``False`` or ``"auto"``
-            (long enough runs; see :func:`~pyroext.infer.run_svi`).
-        distributed: Train data-parallel in the process group ``torchrun`` describes
-            (:func:`~pyroext.infer.init_distributed`; the CLI's ``--nproc-per-node``):
-            ``batch_size`` per process, an epoch shared by all, outputs written by rank 0.
+        config: The options (default :class:`BNNConfig`'s).
+        options: Fields of :class:`BNNConfig` to replace, e.g. ``task="regression"``.
 
     Returns:
-        A :class:`BNNFit`.
+        A :class:`BNNFit`. With ``out``, its folder holds ``losses.csv``, ``summary.csv``,
+        ``layers.csv``, ``loss.png``, the training checkpoint and ``posterior.nc``: the thinned
+        weight posterior of :func:`~pyroext.models.bnn.export.bnn_to_datatree`, with the
+        training data's pointwise log-likelihood when it has at most 5000 points.
 
     Raises:
         ValueError: For options out of range, before any training.
     """
-    _check_options(guide, prior, hidden, lr_init)
-    check_counts(batch_size=batch_size, epochs=epochs, steps=steps, num_samples=num_samples)
-    dataset = load_bnn_data(task, data, data_dir)
-    data = data or BNN_DATASETS[task][0]
+    config = configure(config, BNNConfig, options)
+    dataset = load_bnn_data(config.task, config.data, config.data_dir)
+    data = config.data or BNN_DATASETS[config.task][0]
+    run = config.run_dir()
+    device = start_run(config)
     default_hidden, default_epochs = DEFAULTS[data]
-    target = init_distributed(device) if distributed else resolve_device(device)
-    pyro.set_rng_seed(seed)
-    model = BayesianMLP(
-        _network(dataset, default_hidden if hidden is None else hidden),
-        prior=BNN_PRIORS[prior],
-        likelihood=dataset.likelihood,
-    ).to(target)
-    pyro.clear_param_store()
-    approx = AutoBayesByBackprop(model, local_reparameterization=guide == "bbb-lrt")
-    loader = DataLoader(
-        TensorDataset(dataset.x_train, dataset.y_train),
-        batch_size=min(batch_size, len(dataset.y_train)),
-        shuffle=True,
-        drop_last=True,
-    )
-    loader = shard_loader(loader, seed) if distributed else loader
-    total_steps = steps or len(loader) * (epochs or default_epochs)
-    result = run_svi(
+    network = _network(dataset, default_hidden if config.hidden is None else config.hidden)
+    model = BayesianMLP(network, prior=BNN_PRIORS[config.prior], likelihood=dataset.likelihood)
+    model = model.to(device)
+    guide = AutoBayesByBackprop(model, local_reparameterization=config.guide == "bbb-lrt")
+    trained = train_minibatch(
         model,
-        approx,
-        data=loader,
-        model_kwargs={"num_data": len(dataset.y_train)},
-        num_steps=total_steps,
-        optim=FusedOptim(torch.optim.Adam, {"lr": lr_init}),
-        loss=_loss(prior),
-        device=target,
-        seed=seed,
-        progress=progress,
-        compile=compile,
-        checkpoint=None if out is None else Path(out) / "checkpoint.pt",
-        distributed=distributed,
+        guide,
+        TensorDataset(dataset.x_train, dataset.y_train),
+        config,
+        device=device,
+        loss=_loss(config.prior),
+        default_epochs=default_epochs,
     )
-    metrics = _test_metrics(model, approx, dataset, target, num_samples)
-    per_epoch = result.wall_time * len(loader) / total_steps
-    extra = {
-        "epochs": total_steps / len(loader),
-        "seconds_per_epoch": per_epoch,
-        "num_weights": sum(loc.numel() for loc, _ in approx.locs_and_scales().values()),
-    }
-    summary = pd.DataFrame({"value": {**metrics, **extra}}).rename_axis("metric")
-    fit = BNNFit(guide, model, approx, result, summary, metrics, per_epoch)
-    if out is not None and is_main_process():
-        title = f"BNN ({data}, {prior} prior), guide {guide}"
-        _write(fit, dataset, target, num_samples, title, Path(out))
+    fit = _evaluate(config, model, guide, trained, dataset, device)
+    if run is not None and is_main_process():
+        _write(fit, dataset, config, run, device)
     return fit
 
 
-def _check_options(guide: str, prior: str, hidden: tuple[int, ...] | None, lr_init: float) -> None:
-    for name, value, valid in (("guide", guide, BNN_GUIDES), ("prior", prior, tuple(BNN_PRIORS))):
-        if value not in valid:
-            raise ValueError(f"{name}={value!r} is unknown; valid values: {', '.join(valid)}")
-    if hidden is not None:
-        check_counts(**{f"hidden[{index}]": width for index, width in enumerate(hidden)})
-    if not (math.isfinite(lr_init) and lr_init > 0):
-        raise ValueError(f"lr_init={lr_init} must be a finite number > 0")
+def _evaluate(
+    config: BNNConfig,
+    model: BayesianMLP,
+    guide: AutoBayesByBackprop,
+    trained: MinibatchResult,
+    dataset: BNNData,
+    device: torch.device,
+) -> BNNFit:
+    metrics = _test_metrics(model, guide, dataset, device, config.num_samples)
+    extra = {
+        "epochs": trained.epochs,
+        "seconds_per_epoch": trained.seconds_per_epoch,
+        "num_weights": sum(loc.numel() for loc, _ in guide.locs_and_scales().values()),
+    }
+    summary = pd.DataFrame({"value": {**metrics, **extra}}).rename_axis("metric")
+    return BNNFit(
+        config.guide, model, guide, trained.result, summary, metrics, trained.seconds_per_epoch
+    )
 
 
 def _network(dataset: BNNData, hidden: tuple[int, ...]) -> nn.Sequential:
@@ -228,11 +210,24 @@ def _test_metrics(
 
 
 def _write(
-    fit: BNNFit, dataset: BNNData, device: torch.device, num_samples: int, title: str, out: Path
+    fit: BNNFit, dataset: BNNData, config: BNNConfig, run: RunDir, device: torch.device
 ) -> None:
-    write_fit_outputs(out, fit.result, fit.summary, title)
+    data = config.data or BNN_DATASETS[config.task][0]
+    title = f"BNN ({data}, {config.prior} prior), guide {config.guide}"
+    run.write_training(fit.result, fit.summary, title)
     with_data = len(dataset.y_train) <= EXPORT_DATA_LIMIT
     x, y = (dataset.x_train.to(device), dataset.y_train.to(device)) if with_data else (None, None)
-    tree = bnn_to_datatree(fit.model, fit.guide, x, y, num_samples=num_samples)
-    tree["layer_summary"].to_dataset().to_pandas().to_csv(out / "layers.csv")
-    save_datatree(tree, out / POSTERIOR_FILE)
+    tree = bnn_to_datatree(fit.model, fit.guide, x, y, num_samples=config.num_samples)
+    run.write_table(tree["layer_summary"].to_dataset().to_pandas(), "layers.csv")
+    run.write_posterior(tree)
+    run.write_manifest(JOB.name, config)
+
+
+JOB = Job(
+    "bnn",
+    "Bayes-by-backprop networks (digits, MNIST, diabetes)",
+    BNNConfig,
+    fit_bnn,
+    quick=("--steps", "2", "--hidden", "3", "--num-samples", "5"),
+    distributed=True,
+)

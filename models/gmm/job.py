@@ -3,14 +3,16 @@
 __all__ = [
     "GMM_DATASETS",
     "GMM_GUIDES",
+    "JOB",
+    "GMMConfig",
     "GMMFit",
     "fit_gmm",
 ]
 
+import dataclasses
 import functools
 from collections.abc import Callable
-from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pandas as pd
 import pyro
@@ -20,16 +22,18 @@ from pyro.infer import TraceEnum_ELBO
 from pyro.infer.autoguide import AutoGuide
 
 from pyroext.arviz import from_pyro_svi
+from pyroext.checks import check_counts, check_learning_rate
 from pyroext.data import TabularData, load_faithful, synthetic_mixture
-from pyroext.diagnose import POSTERIOR_FILE, save_datatree
 from pyroext.guides import GUIDES, make_guide
 from pyroext.infer import SVIResult, run_svi
 from pyroext.infer.device import resolve_device
+from pyroext.jobs import Job, RunConfig, configure, option
 from pyroext.models import gmm
 from pyroext.models.gmm.em import EMResult, em
 from pyroext.models.gmm.figure import plot_mixture
 from pyroext.models.gmm.labels import canonical_order
-from pyroext.report import posterior_summary, write_fit_outputs
+from pyroext.report import posterior_summary
+from pyroext.runs import RunDir
 
 GMM_DATASETS: dict[str, Callable[..., TabularData]] = {
     "faithful": functools.partial(load_faithful, standardize=True),
@@ -73,20 +77,38 @@ class GMMFit(NamedTuple):
         )
 
 
-def fit_gmm(
-    guide: str = "mvn",
-    *,
-    data: str = "faithful",
-    k: int = 2,
-    covariance: str = "full",
-    steps: int = 3000,
-    lr_init: float = 0.05,
-    device: str = "cpu",
-    seed: int = 0,
-    out: str | Path | None = None,
-    progress: bool = True,
-    compile: bool | str = "auto",
-) -> GMMFit:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GMMConfig(RunConfig):
+    """Options of :func:`fit_gmm`, beside the run options of :class:`~pyroext.jobs.RunConfig`.
+
+    Fields:
+        guide: A name from :data:`GMM_GUIDES` (``delta`` gives MAP estimates).
+        data: A name from :data:`GMM_DATASETS` (Old Faithful is standardised).
+        k: Number of components, in ``[1, N]``.
+        covariance: ``"full"`` or ``"diagonal"``.
+        steps: Optimiser steps (ClippedAdam, rate decayed to ``FINAL_LR_FRACTION``).
+        lr_init: Initial learning rate.
+    """
+
+    guide: str = option("mvn", "variational guide of the globals", choices=GMM_GUIDES)
+    data: str = option("faithful", "dataset", choices=tuple(GMM_DATASETS))
+    k: int = option(2, "mixture components, in [1, N]")
+    covariance: str = option("full", "component covariances", choices=gmm.COVARIANCES)
+    steps: int = option(3000, "SVI steps")
+    lr_init: float = option(0.05, "initial learning rate (decayed to 2% of it)")
+
+    def __post_init__(self) -> None:
+        if self.guide not in GMM_GUIDES:
+            valid = ", ".join(GMM_GUIDES)
+            raise ValueError(f"guide={self.guide!r} is unknown; valid guides: {valid}")
+        if self.data not in GMM_DATASETS:
+            valid = ", ".join(GMM_DATASETS)
+            raise ValueError(f"data={self.data!r} is unknown; valid datasets: {valid}")
+        check_counts(steps=self.steps)
+        check_learning_rate(self.lr_init)
+
+
+def fit_gmm(config: GMMConfig | None = None, /, **options: Any) -> GMMFit:
     """Fits the Gaussian mixture by SVI, its assignments summed out by ``TraceEnum_ELBO``.
 
     The guides of :data:`pyroext.guides.GUIDES` cover the globals (built on
@@ -95,79 +117,74 @@ def fit_gmm(
     ``q(z_n)`` per point. Means start at k-means++ data points.
 
     Arguments:
-        guide: A name from :data:`GMM_GUIDES` (``delta`` gives MAP estimates).
-        data: A name from :data:`GMM_DATASETS` (Old Faithful is standardised).
-        k: Number of components, in ``[1, N]``.
-        covariance: ``"full"`` or ``"diagonal"``.
-        steps: Optimiser steps (ClippedAdam, rate decayed to ``FINAL_LR_FRACTION``).
-        lr_init: Initial learning rate.
-        device: Torch device.
-        seed: Seed of the run and of the initial means.
-        out: If given, folder for ``losses.csv``, ``summary.csv``, ``loss.png``,
-            ``clusters.png`` (data coloured by responsibility, component ellipses) and
-            ``posterior.nc``.
-        progress: Show a progress bar.
-        compile: Run each SVI step as one compiled graph: ``True``, ``False`` or ``"auto"``
-            (long enough runs; see :func:`~pyroext.infer.run_svi`).
+        config: The options (default :class:`GMMConfig`'s).
+        options: Fields of :class:`GMMConfig` to replace, e.g. ``k=3``.
 
     Returns:
-        A :class:`GMMFit`.
+        A :class:`GMMFit`. With ``out``, its folder holds ``losses.csv``, ``summary.csv``,
+        ``loss.png``, ``clusters.png`` (data coloured by responsibility, component ellipses)
+        and ``posterior.nc``.
 
     Raises:
         ValueError: For an unknown guide or dataset, or data and ``k`` out of range, before
             training.
     """
-    if guide not in GMM_GUIDES:
-        raise ValueError(f"guide={guide!r} is unknown; valid guides: {', '.join(GMM_GUIDES)}")
-    if data not in GMM_DATASETS:
-        raise ValueError(f"data={data!r} is unknown; valid datasets: {', '.join(GMM_DATASETS)}")
-    dataset = GMM_DATASETS[data](dtype=torch.float64)
-    gmm.check_gmm_options(dataset.x, k, covariance)
-    x = dataset.x.to(resolve_device(device))
-    options = {"k": k, "covariance": covariance}
-    model = functools.partial(gmm.gmm_model, **options)
-    marginal = functools.partial(gmm.gmm_marginal_model, **options)
+    config = configure(config, GMMConfig, options)
+    dataset = GMM_DATASETS[config.data](dtype=torch.float64)
+    gmm.check_gmm_options(dataset.x, config.k, config.covariance)
+    x = dataset.x.to(resolve_device(config.device))
+    run = config.run_dir()
+    mixture = {"k": config.k, "covariance": config.covariance}
+    model = functools.partial(gmm.gmm_model, **mixture)
+    marginal = functools.partial(gmm.gmm_marginal_model, **mixture)
     pyro.clear_param_store()
-    approx = _guide(guide, marginal, x, k, covariance, seed)
+    approx = _guide(config, marginal, x)
     result = run_svi(
         model,
         approx,
         x,
-        num_steps=steps,
-        optim=pyro.optim.ClippedAdam({"lr": lr_init, "lrd": FINAL_LR_FRACTION ** (1 / steps)}),
+        num_steps=config.steps,
+        optim=pyro.optim.ClippedAdam(
+            {"lr": config.lr_init, "lrd": FINAL_LR_FRACTION ** (1 / config.steps)}
+        ),
         loss=TraceEnum_ELBO(max_plate_nesting=1),
-        seed=seed,
-        progress=progress,
-        compile=compile,
+        seed=config.seed,
+        progress=config.progress,
+        compile=config.compile,
     )
-    tree = _export(marginal, approx, x, dataset.feature_names)
-    reference = em(x.cpu(), k, seed=seed)
-    fit = GMMFit(
+    fit = _evaluate(config, model, marginal, approx, result, dataset._replace(x=x))
+    if run is not None:
+        _write(fit, x, config, run)
+    return fit
+
+
+def _evaluate(
+    config: GMMConfig,
+    model: Callable[..., None],
+    marginal: Callable[..., None],
+    guide: AutoGuide,
+    result: SVIResult,
+    data: TabularData,
+) -> GMMFit:
+    tree = _export(marginal, guide, data.x, data.feature_names)
+    reference = em(data.x.cpu(), config.k, seed=config.seed)
+    return GMMFit(
+        config.guide,
         guide,
-        approx,
         result,
         _summary(tree, reference),
         tree,
         reference,
         _lppd(tree),
-        _elbo(model, approx, x),
+        _elbo(model, guide, data.x),
     )
-    if out is not None:
-        _write(fit, x, f"Gaussian mixture ({data}, K={k}), guide {guide}", Path(out))
-    return fit
 
 
-def _guide(
-    name: str,
-    marginal: Callable[..., None],
-    x: torch.Tensor,
-    k: int,
-    covariance: str,
-    seed: int,
-) -> AutoGuide:
-    if name == "mean-field":
-        return gmm.mean_field_guide(x, k, covariance=covariance, seed=seed)
-    return make_guide(name, marginal, init_loc_fn=gmm.init_from_data(x, k, seed))
+def _guide(config: GMMConfig, marginal: Callable[..., None], x: torch.Tensor) -> AutoGuide:
+    if config.guide == "mean-field":
+        return gmm.mean_field_guide(x, config.k, covariance=config.covariance, seed=config.seed)
+    init = gmm.init_from_data(x, config.k, config.seed)
+    return make_guide(config.guide, marginal, init_loc_fn=init)
 
 
 def _export(
@@ -221,9 +238,10 @@ def _labels(site: str, variable: xr.DataArray) -> list[str]:
     return [f"{site}[{k},{d}]" for k in range(variable.shape[2]) for d in dims]
 
 
-def _write(fit: GMMFit, x: torch.Tensor, title: str, out: Path) -> None:
-    write_fit_outputs(out, fit.result, fit.summary, title)
-    save_datatree(fit.tree, out / POSTERIOR_FILE)
+def _write(fit: GMMFit, x: torch.Tensor, config: GMMConfig, run: RunDir) -> None:
+    title = f"Gaussian mixture ({config.data}, K={config.k}), guide {config.guide}"
+    run.write_training(fit.result, fit.summary, title)
+    run.write_posterior(fit.tree)
     posterior = fit.tree["posterior"]
     figure = plot_mixture(
         x.cpu(),
@@ -234,7 +252,8 @@ def _write(fit: GMMFit, x: torch.Tensor, title: str, out: Path) -> None:
         feature_names=tuple(str(d) for d in posterior["locs"].coords["dim"].values),
         title=title,
     )
-    figure.savefig(out / "clusters.png", dpi=120)
+    run.write_figure(figure, "clusters.png")
+    run.write_manifest(JOB.name, config)
 
 
 def _draw_mean(variable: xr.DataArray) -> torch.Tensor:
@@ -248,3 +267,12 @@ def _covariances(posterior: xr.DataTree) -> xr.DataArray:
     else:
         tril = torch.diag_embed(scales)
     return xr.DataArray((tril @ tril.mT).numpy(), dims=("chain", "draw", "component", "r", "c"))
+
+
+JOB = Job(
+    "gmm",
+    "Gaussian mixture with enumerated assignments, against EM",
+    GMMConfig,
+    fit_gmm,
+    quick=("--steps", "20"),
+)

@@ -139,16 +139,7 @@ def gmm_marginal_model(
     ``parallel=True`` run it vectorised, and its pointwise log-likelihood is the marginal one
     that PSIS-LOO needs.
 
-    Arguments:
-        x: Data ``(N, D)``, finite.
-        k: Number of components, in ``[1, N]``.
-        covariance: ``"diagonal"`` or ``"full"``.
-        concentration: Dirichlet concentration of the weights, > 0.
-        prior_scale: Prior standard deviation of the component means, > 0.
-        lkj_concentration: LKJ concentration of the correlations (``"full"`` only), > 0.
-
-    Raises:
-        ValueError: For data or options out of range, before any sampling.
+    Its arguments, and the errors they raise, are those of :func:`gmm_model`.
     """
     weights, locs, scales, corr_chol = _globals(
         x, k, covariance, concentration, prior_scale, lkj_concentration

@@ -4,7 +4,7 @@ Plain torch (no Pyro), float64: CAVI updates and the closed-form lower bound of 
 section 10.2; :func:`vb_gmm` returns the bound's history so that callers can check its ascent.
 """
 
-__all__ = ["VBResult", "vb_gmm", "vb_lower_bound"]
+__all__ = ["VBFactors", "VBPrior", "VBResult", "vb_gmm", "vb_lower_bound"]
 
 import math
 from typing import NamedTuple
@@ -15,6 +15,36 @@ from torch import Tensor
 from pyroext.models.gmm.em import check_gmm_data, log_dirichlet_norm, seed_means
 
 _LOG_2PI = math.log(2 * math.pi)
+
+
+class VBPrior(NamedTuple):
+    """The conjugate prior ``Dirichlet(alpha0 1) prod_k N(m0, (beta0 Lambda_k)^-1)
+    Wishart(Lambda_k | w0, nu0)`` of :func:`vb_gmm`.
+
+    Fields:
+        alpha0: Dirichlet concentration.
+        beta0: Precision scaling of the means.
+        m0: Mean location, shape ``(D,)``.
+        w0: Wishart scale matrix, shape ``(D, D)``.
+        nu0: Wishart degrees of freedom.
+    """
+
+    alpha0: float
+    beta0: float
+    m0: Tensor
+    w0: Tensor
+    nu0: float
+
+
+class VBFactors(NamedTuple):
+    """The factors ``q(pi) = Dirichlet(alpha)`` and ``q(mu_k, Lambda_k) = N(mu_k | m_k,
+    (beta_k Lambda_k)^-1) Wishart(Lambda_k | w_k, nu_k)``, fields as in :class:`VBResult`."""
+
+    alpha: Tensor
+    beta: Tensor
+    m: Tensor
+    w: Tensor
+    nu: Tensor
 
 
 class VBResult(NamedTuple):
@@ -45,6 +75,11 @@ class VBResult(NamedTuple):
     elbo: float
     history: Tensor
     iterations: int
+
+    @property
+    def factors(self) -> VBFactors:
+        """The returned ``q(pi) q(mu, Lambda)``, for :func:`vb_lower_bound`."""
+        return VBFactors(self.alpha, self.beta, self.m, self.w, self.nu)
 
 
 def vb_gmm(
@@ -103,30 +138,17 @@ def vb_gmm(
     centres = seed_means(x, k, torch.Generator().manual_seed(seed), "kmeans++")
     resp = torch.nn.functional.one_hot(torch.cdist(x, centres).argmin(1), k).double()
     q = _vb_m_step(x, resp, hyper)
-    history = [vb_lower_bound(x, resp, *q, *hyper)]
+    history = [vb_lower_bound(x, resp, q, hyper)]
     for _ in range(max_iter - 1):
-        resp = _vb_e_step(x, *q)
+        resp = _vb_e_step(x, q)
         q = _vb_m_step(x, resp, hyper)
-        history.append(vb_lower_bound(x, resp, *q, *hyper))
+        history.append(vb_lower_bound(x, resp, q, hyper))
         if abs(history[-1] - history[-2]) < tol * x.shape[0]:
             break
     return VBResult(*q, resp, history[-1], torch.tensor(history, dtype=x.dtype), len(history))
 
 
-def vb_lower_bound(
-    x: Tensor,
-    resp: Tensor,
-    alpha: Tensor,
-    beta: Tensor,
-    m: Tensor,
-    w: Tensor,
-    nu: Tensor,
-    alpha0: float,
-    beta0: float,
-    m0: Tensor,
-    w0: Tensor,
-    nu0: float,
-) -> float:
+def vb_lower_bound(x: Tensor, resp: Tensor, factors: VBFactors, prior: VBPrior) -> float:
     """Closed-form evidence lower bound of the variational mixture (PRML eqs. 10.70-10.77).
 
     Valid for any responsibilities and any factor parameters, not only CAVI fixed points.
@@ -134,16 +156,8 @@ def vb_lower_bound(
     Arguments:
         x: Data, shape ``(N, D)``, float64.
         resp: Responsibilities ``q(Z)``, shape ``(N, K)``.
-        alpha: ``q(pi)`` concentrations, shape ``(K,)``.
-        beta: ``q(mu | Lambda)`` precision scalings, shape ``(K,)``.
-        m: ``q(mu | Lambda)`` locations, shape ``(K, D)``.
-        w: ``q(Lambda)`` Wishart scales, shape ``(K, D, D)``.
-        nu: ``q(Lambda)`` degrees of freedom, shape ``(K,)``.
-        alpha0: Prior Dirichlet concentration.
-        beta0: Prior precision scaling of the means.
-        m0: Prior mean location, shape ``(D,)``.
-        w0: Prior Wishart scale, shape ``(D, D)``.
-        nu0: Prior Wishart degrees of freedom.
+        factors: ``q(pi) q(mu, Lambda)``.
+        prior: The hyperparameters.
 
     Returns:
         ``E_q[log p(X, Z, pi, mu, Lambda)] - E_q[log q(Z, pi, mu, Lambda)]`` in nats.
@@ -151,6 +165,8 @@ def vb_lower_bound(
     References:
         Bishop, C. M. (2006). Pattern Recognition and Machine Learning, eqs. 10.70-10.77.
     """
+    alpha, beta, m, w, nu = factors
+    alpha0, beta0, m0, w0, nu0 = prior
     d, k = x.shape[1], resp.shape[1]
     nk, xbar, s = _vb_stats(x, resp)
     log_lam, log_pi = _log_lambda_tilde(w, nu), _log_pi_tilde(alpha)
@@ -192,7 +208,7 @@ def vb_lower_bound(
 
 
 # ---------------------------------------------------------------------------------------------
-# EM internals
+# CAVI internals
 
 
 def _vb_hyper(
@@ -202,8 +218,8 @@ def _vb_hyper(
     m0: Tensor | None,
     w0: Tensor | None,
     nu0: float | None,
-) -> tuple[float, float, Tensor, Tensor, float]:
-    """Validated hyperparameters ``(alpha0, beta0, m0, w0, nu0)`` with defaults filled in."""
+) -> VBPrior:
+    """Validated hyperparameters with defaults filled in."""
     d = x.shape[1]
     for name, value in (("alpha0", alpha0), ("beta0", beta0)):
         if not (math.isfinite(value) and value > 0):
@@ -221,7 +237,7 @@ def _vb_hyper(
     nu0 = float(d) if nu0 is None else float(nu0)
     if not nu0 > d - 1:
         raise ValueError(f"nu0={nu0} must be > D - 1 = {d - 1}")
-    return float(alpha0), float(beta0), m0, w0, nu0
+    return VBPrior(float(alpha0), float(beta0), m0, w0, nu0)
 
 
 def _vb_stats(x: Tensor, resp: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -234,10 +250,8 @@ def _vb_stats(x: Tensor, resp: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return nk, xbar, s
 
 
-def _vb_m_step(
-    x: Tensor, resp: Tensor, hyper: tuple[float, float, Tensor, Tensor, float]
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """``q(pi) q(mu, Lambda)`` parameters ``(alpha, beta, m, w, nu)``, PRML eqs. 10.58-10.63."""
+def _vb_m_step(x: Tensor, resp: Tensor, hyper: VBPrior) -> VBFactors:
+    """``q(pi) q(mu, Lambda)`` from the responsibilities, PRML eqs. 10.58-10.63."""
     alpha0, beta0, m0, w0, nu0 = hyper
     nk, xbar, s = _vb_stats(x, resp)
     alpha, beta, nu = alpha0 + nk, beta0 + nk, nu0 + nk
@@ -247,11 +261,12 @@ def _vb_m_step(
     coef = (beta0 * nk / (beta0 + nk))[:, None, None]
     w_inv = torch.linalg.inv(w0) + nk[:, None, None] * s + coef * outer
     w = torch.linalg.inv(0.5 * (w_inv + w_inv.transpose(1, 2)))
-    return alpha, beta, m, 0.5 * (w + w.transpose(1, 2)), nu
+    return VBFactors(alpha, beta, m, 0.5 * (w + w.transpose(1, 2)), nu)
 
 
-def _vb_e_step(x: Tensor, alpha: Tensor, beta: Tensor, m: Tensor, w: Tensor, nu: Tensor) -> Tensor:
+def _vb_e_step(x: Tensor, factors: VBFactors) -> Tensor:
     """Responsibilities from ``log rho_nk``, PRML eqs. 10.46 and 10.64-10.66."""
+    alpha, beta, m, w, nu = factors
     d = x.shape[1]
     diff = x.unsqueeze(0) - m.unsqueeze(1)  # (K, N, D)
     quad = d / beta.unsqueeze(1) + nu.unsqueeze(1) * torch.einsum("kni,kij,knj->kn", diff, w, diff)

@@ -1,11 +1,17 @@
 """Bayesian linear regression (known noise) by SVI, checked against the exact posterior."""
 
-__all__ = ["DATASETS", "LinearRegressionFit", "fit_linear_regression"]
+__all__ = [
+    "DATASETS",
+    "JOB",
+    "LinearRegressionConfig",
+    "LinearRegressionFit",
+    "fit_linear_regression",
+]
 
+import dataclasses
 import functools
 from collections.abc import Callable
-from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pandas as pd
 import pyro
@@ -15,13 +21,16 @@ from pyro.infer import Trace_ELBO
 from pyro.infer.autoguide import AutoGuide
 
 from pyroext.arviz import from_pyro_svi
+from pyroext.checks import check_counts, check_learning_rate
 from pyroext.data import TabularData, load_diabetes, synthetic_regression
-from pyroext.diagnose import POSTERIOR_FILE, save_datatree
-from pyroext.guides import gaussian_moments, make_guide
+from pyroext.guides import GUIDES, gaussian_moments, make_guide
 from pyroext.infer import SVIResult, run_svi
+from pyroext.infer.checkpoint import preserved_rng_state
 from pyroext.infer.device import resolve_device
+from pyroext.jobs import Job, RunConfig, configure, option
 from pyroext.models import linear_regression as lr
-from pyroext.report import posterior_summary, write_fit_outputs
+from pyroext.report import posterior_summary
+from pyroext.runs import RunDir
 
 FINAL_LR_FRACTION = 0.002
 
@@ -61,24 +70,12 @@ class LinearRegressionFit(NamedTuple):
         return f"KL(q || exact posterior) = {self.kl:.4f} nats"
 
 
-def fit_linear_regression(
-    guide: str = "mvn",
-    *,
-    data: str = "diabetes",
-    steps: int = 6000,
-    lr_init: float = 0.05,
-    num_particles: int = 8,
-    noise_scale: float = 0.7,
-    prior_precision: float = 1.0,
-    device: str = "cpu",
-    seed: int = 0,
-    out: str | Path | None = None,
-    progress: bool = True,
-    compile: bool | str = "auto",
-) -> LinearRegressionFit:
-    """Fits Bayesian linear regression with known noise by SVI; compares with the exact posterior.
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LinearRegressionConfig(RunConfig):
+    """Options of :func:`fit_linear_regression`, beside the run options of
+    :class:`~pyroext.jobs.RunConfig`.
 
-    Arguments:
+    Fields:
         guide: A name from :data:`pyroext.guides.GUIDES` (``dais`` and ``metflow`` are the
             MCMC-in-guide guides, with their default number of steps).
         data: A name from :data:`DATASETS` (standardised features and target).
@@ -89,72 +86,129 @@ def fit_linear_regression(
         num_particles: Vectorised ELBO particles per step.
         noise_scale: Known observation noise sd.
         prior_precision: Prior precision of weights and bias.
-        device: Torch device.
-        seed: Seed of the run.
-        out: If given, folder for ``losses.csv``, ``summary.csv``, ``loss.png`` and the
-            ArviZ DataTree ``posterior.nc`` (1000 guide draws, readable by ``pyroext diagnose``).
-        progress: Show a progress bar.
-        compile: Run each SVI step as one compiled graph: ``True``, ``False`` or ``"auto"``
-            (long enough runs; see :func:`~pyroext.infer.run_svi`).
+    """
+
+    guide: str = option("mvn", "variational guide", choices=tuple(GUIDES))
+    data: str = option("diabetes", "dataset", choices=tuple(DATASETS))
+    steps: int = option(6000, "SVI steps")
+    lr_init: float = option(0.05, "initial learning rate (decayed to 0.2% of it)")
+    num_particles: int = option(8, "vectorised ELBO particles per step")
+    noise_scale: float = option(0.7, "known observation noise sd")
+    prior_precision: float = option(1.0, "prior precision of weights and bias")
+
+    def __post_init__(self) -> None:
+        if self.data not in DATASETS:
+            valid = ", ".join(DATASETS)
+            raise ValueError(f"data={self.data!r} is unknown; valid datasets: {valid}")
+        check_counts(steps=self.steps, num_particles=self.num_particles)
+        check_learning_rate(self.lr_init)
+
+
+def fit_linear_regression(
+    config: LinearRegressionConfig | None = None, /, **options: Any
+) -> LinearRegressionFit:
+    """Fits Bayesian linear regression with known noise by SVI; compares with the exact posterior.
+
+    Arguments:
+        config: The options (default :class:`LinearRegressionConfig`'s).
+        options: Fields of :class:`LinearRegressionConfig` to replace, e.g. ``guide="dais"``.
 
     Returns:
         A :class:`LinearRegressionFit`. As with any Pyro autoguide, the guide's parameters live
         in Pyro's global param store, which this function clears first: draw from the guide
-        before fitting another guide of the same class.
+        before fitting another guide of the same class. With ``out``, its folder holds
+        ``losses.csv``, ``summary.csv``, ``loss.png`` and the ArviZ DataTree ``posterior.nc``
+        (1000 guide draws, readable by ``pyroext diagnose``).
     """
-    if data not in DATASETS:
-        raise ValueError(f"data={data!r} is unknown; valid datasets: {', '.join(DATASETS)}")
-    dataset = DATASETS[data](dtype=torch.float64)
-    target = resolve_device(device)
-    x, y = dataset.x.to(target), dataset.y.to(target)
+    config = configure(config, LinearRegressionConfig, options)
+    dataset = DATASETS[config.data](dtype=torch.float64)
+    device = resolve_device(config.device)
+    run = config.run_dir()
+    dataset = dataset._replace(x=dataset.x.to(device), y=dataset.y.to(device))
+    x, y = dataset.x, dataset.y
     model = functools.partial(
-        lr.model_known_noise, noise_scale=noise_scale, prior_precision=prior_precision
+        lr.model_known_noise,
+        noise_scale=config.noise_scale,
+        prior_precision=config.prior_precision,
     )
     pyro.clear_param_store()
-    approx = make_guide(guide, model)
-    result = run_svi(
+    approx = make_guide(config.guide, model)
+    result = _train(config, model, approx, x, y)
+    fit = _evaluate(config, model, approx, result, dataset)
+    if run is not None:
+        _write(fit, model, dataset, config, run)
+    return fit
+
+
+def _train(
+    config: LinearRegressionConfig,
+    model: Callable[..., object],
+    guide: AutoGuide,
+    x: torch.Tensor,
+    y: torch.Tensor,
+) -> SVIResult:
+    decay = FINAL_LR_FRACTION ** (1 / config.steps)
+    return run_svi(
         model,
-        approx,
+        guide,
         x,
         y,
-        num_steps=steps,
-        optim=pyro.optim.ClippedAdam({"lr": lr_init, "lrd": FINAL_LR_FRACTION ** (1 / steps)}),
+        num_steps=config.steps,
+        optim=pyro.optim.ClippedAdam({"lr": config.lr_init, "lrd": decay}),
         loss=Trace_ELBO(
-            num_particles=num_particles, vectorize_particles=True, max_plate_nesting=1
+            num_particles=config.num_particles, vectorize_particles=True, max_plate_nesting=1
         ),
-        device=target,
-        seed=seed,
-        progress=progress,
-        compile=compile,
+        device=x.device,
+        seed=config.seed,
+        progress=config.progress,
+        compile=config.compile,
     )
-    options = {"noise_scale": noise_scale, "prior_precision": prior_precision}
-    exact = lr.conjugate_posterior(x.cpu(), y.cpu(), **options)
-    log_evidence = lr.log_evidence_known_noise(x.cpu(), y.cpu(), **options)
+
+
+def _evaluate(
+    config: LinearRegressionConfig,
+    model: Callable[..., object],
+    guide: AutoGuide,
+    result: SVIResult,
+    data: TabularData,
+) -> LinearRegressionFit:
+    """The fit against the exact posterior; ``data`` is on the run's device."""
+    x, y = data.x.cpu(), data.y.cpu()
+    options = {"noise_scale": config.noise_scale, "prior_precision": config.prior_precision}
+    exact = lr.conjugate_posterior(x, y, **options)
     optimum = lr.mean_field_optimum(exact)
-    summary = _summary(model, approx, x, y, dataset.feature_names, exact)
-    if out is not None:
-        title = f"linear regression ({data}), guide {guide}"
-        write_fit_outputs(out, result, summary, title, reference_loss=-log_evidence)
-        tree = from_pyro_svi(
-            model,
-            approx,
-            x,
-            y,
-            num_samples=1000,
-            coords={"feature": list(dataset.feature_names)},
-            dims={"w": ["feature"]},
-        )
-        save_datatree(tree, Path(out) / POSTERIOR_FILE)
     return LinearRegressionFit(
+        config.guide,
         guide,
-        approx,
         result,
-        summary,
-        _kl_to_exact(approx, exact),
+        _summary(model, guide, data.x, data.y, data.feature_names, exact),
+        _kl_to_exact(guide, exact),
         lr.kl_gaussian(optimum.mean, optimum.cov, exact.mean, exact.cov),
-        log_evidence,
-        _elbo(model, approx, x, y),
+        lr.log_evidence_known_noise(x, y, **options),
+        _elbo(model, guide, data.x, data.y),
     )
+
+
+def _write(
+    fit: LinearRegressionFit,
+    model: Callable[..., object],
+    dataset: TabularData,
+    config: LinearRegressionConfig,
+    run: RunDir,
+) -> None:
+    title = f"linear regression ({config.data}), guide {config.guide}"
+    run.write_training(fit.result, fit.summary, title, reference_loss=-fit.log_evidence)
+    tree = from_pyro_svi(
+        model,
+        fit.guide,
+        dataset.x,
+        dataset.y,
+        num_samples=1000,
+        coords={"feature": list(dataset.feature_names)},
+        dims={"w": ["feature"]},
+    )
+    run.write_posterior(tree)
+    run.write_manifest(JOB.name, config)
 
 
 ELBO_PARTICLES = 2000
@@ -164,7 +218,8 @@ def _elbo(
     model: Callable[..., object], guide: AutoGuide, x: torch.Tensor, y: torch.Tensor
 ) -> float:
     elbo = Trace_ELBO(num_particles=ELBO_PARTICLES, vectorize_particles=True, max_plate_nesting=1)
-    with torch.no_grad():
+    # The estimate leaves the generators as they were: the export's draws follow the summary's.
+    with torch.no_grad(), preserved_rng_state():
         return -elbo.loss(model, guide, x, y)
 
 
@@ -193,3 +248,12 @@ def _summary(
     table["exact_mean"] = exact.mean.numpy()
     table["exact_sd"] = exact.cov.diagonal().sqrt().numpy()
     return table
+
+
+JOB = Job(
+    "linear-regression",
+    "Bayesian linear regression against its exact posterior",
+    LinearRegressionConfig,
+    fit_linear_regression,
+    quick=("--steps", "20"),
+)

@@ -4,26 +4,5 @@
 The names below come from :mod:`pyroext.models.vae.model`.
 """
 
-__all__ = [
-    "OBJECTIVES",
-    "VAE",
-    "ConvDecoder",
-    "ConvEncoder",
-    "MLPDecoder",
-    "MLPEncoder",
-    "check_batch",
-    "data_plate",
-    "vae_loss",
-]
-
-from pyroext.models.vae.model import (
-    OBJECTIVES,
-    VAE,
-    ConvDecoder,
-    ConvEncoder,
-    MLPDecoder,
-    MLPEncoder,
-    check_batch,
-    data_plate,
-    vae_loss,
-)
+from pyroext.models.vae.model import *  # noqa: F403
+from pyroext.models.vae.model import __all__ as __all__

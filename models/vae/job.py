@@ -1,29 +1,21 @@
 """VAE on binarised images by SVI, with the test log-likelihood by importance sampling."""
 
-__all__ = ["NETWORKS", "VAE_GUIDES", "VAEFit", "fit_vae"]
+__all__ = ["JOB", "NETWORKS", "VAE_GUIDES", "VAEConfig", "VAEFit", "fit_vae"]
 
+import dataclasses
 import math
-import os
-from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pandas as pd
-import pyro
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 
+from pyroext.arviz import from_pyro_svi
 from pyroext.checks import check_counts
-from pyroext.data import VAEData, load_vae_data
-from pyroext.infer import (
-    FusedOptim,
-    SVIResult,
-    init_distributed,
-    is_main_process,
-    run_svi,
-    shard_loader,
-)
-from pyroext.infer.device import resolve_device
+from pyroext.data import VAE_DATASETS, VAEData, load_vae_data
+from pyroext.infer import SVIResult, is_main_process
+from pyroext.jobs import Job, configure, option
+from pyroext.minibatch import MinibatchConfig, MinibatchResult, start_run, train_minibatch
 from pyroext.models.vae.eval import importance_log_likelihood
 from pyroext.models.vae.figure import plot_reconstructions
 from pyroext.models.vae.mcvae import AnnealedVAE, LangevinVAE
@@ -37,7 +29,7 @@ from pyroext.models.vae.model import (
     MLPEncoder,
     vae_loss,
 )
-from pyroext.report import write_fit_outputs
+from pyroext.runs import RunDir
 
 VAE_GUIDES = ("normal", "langevin", "annealed", "metflow")
 MCMC_STEPS = 5
@@ -45,6 +37,59 @@ MCMC_GUIDES = {"langevin": LangevinVAE, "annealed": AnnealedVAE, "metflow": MetV
 NETWORKS = ("mlp", "conv")
 # Per dataset: latent size, epochs and importance samples of the test log-likelihood.
 DEFAULTS = {"digits": (8, 50, 1000), "mnist": (50, 10, 5000)}
+# posterior.nc holds the latent posterior of the first test images, with this many draws each.
+EXPORT_IMAGES = 4
+EXPORT_DRAWS = 1000
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class VAEConfig(MinibatchConfig):
+    """Options of :func:`fit_vae`, beside the run options of
+    :class:`~pyroext.minibatch.MinibatchConfig`.
+
+    Fields:
+        guide: ``normal``, the encoder's diagonal Gaussian; ``langevin``, L-MCVAE
+            (:class:`~pyroext.models.vae.mcvae.LangevinVAE`, 5 ULA steps); ``annealed``,
+            A-MCVAE (:class:`~pyroext.models.vae.mcvae.AnnealedVAE`, 5 MALA steps);
+            ``metflow``, MetVAE (:class:`~pyroext.models.vae.metvae.MetVAE`, 5 MetFlow steps).
+        data: ``digits`` (embedded) or ``mnist`` (needs ``data_dir``).
+        data_dir: Folder holding ``MNIST/raw``.
+        network: ``mlp`` (hidden layers 200-200, tanh, as Burda et al.) or ``conv``.
+        latent_dim: Size of ``z``; 8 for digits, 50 for MNIST by default.
+        objective: A name from :data:`~pyroext.models.vae.OBJECTIVES`.
+        num_particles: Particles per step (IWAE's ``k``).
+        num_samples: Importance samples of the test log-likelihood; 1000 for digits, 5000
+            (Burda et al.) for MNIST by default.
+    """
+
+    guide: str = option("normal", "variational guide", choices=VAE_GUIDES)
+    data: str = option("digits", "dataset", choices=VAE_DATASETS)
+    data_dir: str | None = option(None, "folder holding MNIST/raw (mnist)")
+    network: str = option("mlp", "encoder and decoder", choices=NETWORKS)
+    latent_dim: int | None = option(None, "size of z (default 8 digits, 50 mnist)")
+    objective: str = option("trace", "training objective", choices=OBJECTIVES)
+    num_particles: int = option(1, "particles per step (the k of iwae)")
+    num_samples: int | None = option(
+        None, "importance samples of the test NLL (default 1000 digits, 5000 mnist)"
+    )
+
+    def __post_init__(self) -> None:
+        for name, value, valid in (
+            ("guide", self.guide, VAE_GUIDES),
+            ("network", self.network, NETWORKS),
+            ("objective", self.objective, OBJECTIVES),
+        ):
+            if value not in valid:
+                raise ValueError(f"{name}={value!r} is unknown; valid values: {', '.join(valid)}")
+        super().__post_init__()
+        if self.guide in MCMC_GUIDES and self.objective == "analytic":
+            # TraceMeanField_ELBO drops Delta.log_density (Pyro 1.9): the bound would be wrong.
+            raise ValueError("objective='analytic' needs the normal guide; use 'trace' or 'iwae'")
+        check_counts(
+            num_particles=self.num_particles,
+            latent_dim=self.latent_dim,
+            num_samples=self.num_samples,
+        )
 
 
 class VAEFit(NamedTuple):
@@ -80,120 +125,69 @@ class VAEFit(NamedTuple):
         )
 
 
-def fit_vae(
-    guide: str = "normal",
-    *,
-    data: str = "digits",
-    data_dir: str | os.PathLike | None = None,
-    network: str = "mlp",
-    latent_dim: int | None = None,
-    objective: str = "trace",
-    num_particles: int = 1,
-    epochs: int | None = None,
-    steps: int | None = None,
-    batch_size: int = 100,
-    lr_init: float = 1e-3,
-    num_samples: int | None = None,
-    device: str = "cpu",
-    seed: int = 0,
-    out: str | Path | None = None,
-    progress: bool = True,
-    compile: bool | str = "auto",
-    distributed: bool = False,
-) -> VAEFit:
+def fit_vae(config: VAEConfig | None = None, /, **options: Any) -> VAEFit:
     """Trains a VAE with minibatch SVI and evaluates it on the test images.
 
     Arguments:
-        guide: A name from :data:`VAE_GUIDES`: ``normal``, the encoder's diagonal Gaussian;
-            ``langevin``, L-MCVAE (:class:`~pyroext.models.vae.mcvae.LangevinVAE`, 5 ULA steps);
-            ``annealed``, A-MCVAE (:class:`~pyroext.models.vae.mcvae.AnnealedVAE`, 5 MALA steps);
-            ``metflow``, MetVAE (:class:`~pyroext.models.vae.metvae.MetVAE`, 5 MetFlow steps).
-        data: ``digits`` (embedded) or ``mnist`` (needs ``data_dir``).
-        data_dir: Folder holding ``MNIST/raw``.
-        network: ``mlp`` (hidden layers 200-200, tanh, as Burda et al.) or ``conv``.
-        latent_dim: Size of ``z``; 8 for digits, 50 for MNIST by default.
-        objective: A name from :data:`~pyroext.models.vae.OBJECTIVES`.
-        num_particles: Particles per step (IWAE's ``k``).
-        epochs: Passes over the training images; 50 for digits, 10 for MNIST by default.
-        steps: Optimiser steps instead of ``epochs`` (the CLI's ``--steps``).
-        batch_size: Images per step.
-        lr_init: Adam learning rate (one fused torch Adam, :class:`~pyroext.infer.FusedOptim`).
-        num_samples: Importance samples of the test log-likelihood; 1000 for digits, 5000
-            (Burda et al.) for MNIST by default.
-        device: Torch device.
-        seed: Seed of the run (weights, batches, binarisation).
-        out: If given, folder for ``losses.csv``, ``summary.csv``, ``loss.png``,
-            ``reconstructions.png``, ``vae.pt`` and the training checkpoint.
-        progress: Show a progress bar.
-        compile: Run each SVI step as one compiled graph: ``True``, ``False`` or ``"auto"``
-            (long enough runs; see :func:`~pyroext.infer.run_svi`).
-        distributed: Train data-parallel in the process group ``torchrun`` describes
-            (:func:`~pyroext.infer.init_distributed`; the CLI's ``--nproc-per-node``):
-            ``batch_size`` per process, an epoch shared by all, outputs written by rank 0.
+        config: The options (default :class:`VAEConfig`'s).
+        options: Fields of :class:`VAEConfig` to replace, e.g. ``guide="langevin"``.
 
     Returns:
-        A :class:`VAEFit`.
+        A :class:`VAEFit`. With ``out``, its folder holds ``losses.csv``, ``summary.csv``,
+        ``loss.png``, ``reconstructions.png``, ``vae.pt``, the training checkpoint and
+        ``posterior.nc``: the latent posterior of the first 4 test images.
 
     Raises:
         ValueError: For options out of range, before any training.
     """
-    _check_options(guide, network, objective, lr_init)
-    check_counts(
-        batch_size=batch_size,
-        num_particles=num_particles,
-        latent_dim=latent_dim,
-        epochs=epochs,
-        steps=steps,
-        num_samples=num_samples,
-    )
-    dataset = load_vae_data(data, data_dir)
-    default_latent, default_epochs, default_samples = DEFAULTS[data]
-    latent_dim, num_samples = latent_dim or default_latent, num_samples or default_samples
-    target = init_distributed(device) if distributed else resolve_device(device)
-    pyro.set_rng_seed(seed)
-    vae = _build(guide, network, dataset, latent_dim).to(target)
-    loader = DataLoader(dataset.train, batch_size=batch_size, shuffle=True, drop_last=True)
-    loader = shard_loader(loader, seed) if distributed else loader
-    total_steps = steps or len(loader) * (epochs or default_epochs)
-    pyro.clear_param_store()
-    result = run_svi(
+    config = configure(config, VAEConfig, options)
+    dataset = load_vae_data(config.data, config.data_dir)
+    run = config.run_dir()
+    device = start_run(config)
+    vae = _build(config, dataset).to(device)
+    trained = train_minibatch(
         vae.model,
         vae.guide,
-        data=loader,
+        dataset.train,
+        config,
+        device=device,
+        loss=vae_loss(config.objective, config.num_particles),
+        default_epochs=DEFAULTS[config.data][1],
         batch_args=lambda batch: (batch[0],),
-        model_kwargs={"num_data": len(dataset.train)},
-        num_steps=total_steps,
-        optim=FusedOptim(torch.optim.Adam, {"lr": lr_init}),
-        loss=vae_loss(objective, num_particles),
-        device=target,
-        seed=seed,
-        progress=progress,
-        compile=compile,
-        checkpoint=None if out is None else Path(out) / "checkpoint.pt",
-        distributed=distributed,
     )
-    test = dataset.test.to(target)
-    generator = torch.Generator(target).manual_seed(seed)
+    fit = _evaluate(config, vae, trained, dataset.test.to(device))
+    if run is not None and is_main_process():
+        _write(fit, dataset, config, run)
+    return fit
+
+
+def _evaluate(config: VAEConfig, vae: VAE, trained: MinibatchResult, test: Tensor) -> VAEFit:
+    num_samples = config.num_samples or DEFAULTS[config.data][2]
+    generator = torch.Generator(test.device).manual_seed(config.seed)
     nll = -importance_log_likelihood(vae, test, num_samples, generator=generator).mean().item()
     elbo = _test_elbo(vae, test)
-    epochs_run = total_steps / len(loader)
-    per_epoch = result.wall_time / epochs_run
     metrics = {
         "test_nll": nll,
         "test_elbo": elbo,
         "num_samples": num_samples,
-        "epochs": epochs_run,
-        "seconds_per_epoch": per_epoch,
-        "latent_dim": latent_dim,
+        "epochs": trained.epochs,
+        "seconds_per_epoch": trained.seconds_per_epoch,
+        "latent_dim": vae.latent_dim,
     }
-    if isinstance(vae, MetVAE):
-        # The MetFlow steps earn their cost only if their proposals are accepted.
-        metrics["acceptance_rate"] = vae.acceptance_rate.mean().item()
+    rates = getattr(vae, "sample_stats", {}).get("acceptance_rate")
+    if rates is not None:  # Metropolis steps earn their cost only if proposals are accepted
+        metrics["acceptance_rate"] = rates.mean().item()
     summary = pd.DataFrame({"value": metrics}).rename_axis("metric")
-    fit = VAEFit(guide, vae, result, summary, nll, elbo, num_samples, per_epoch)
-    if out is not None and is_main_process():
-        _write(fit, dataset, f"VAE ({data}, {network}, {objective}), guide {guide}", Path(out))
-    return fit
+    return VAEFit(
+        config.guide,
+        vae,
+        trained.result,
+        summary,
+        nll,
+        elbo,
+        num_samples,
+        trained.seconds_per_epoch,
+    )
 
 
 def _test_elbo(vae: VAE, test: Tensor, chunk: int = 1000) -> float:
@@ -205,36 +199,49 @@ def _test_elbo(vae: VAE, test: Tensor, chunk: int = 1000) -> float:
     return total / len(test)
 
 
-def _check_options(guide: str, network: str, objective: str, lr_init: float) -> None:
-    for name, value, valid in (
-        ("guide", guide, VAE_GUIDES),
-        ("network", network, NETWORKS),
-        ("objective", objective, OBJECTIVES),
-    ):
-        if value not in valid:
-            raise ValueError(f"{name}={value!r} is unknown; valid values: {', '.join(valid)}")
-    if not (math.isfinite(lr_init) and lr_init > 0):
-        raise ValueError(f"lr_init={lr_init} must be a finite number > 0")
-    if guide in MCMC_GUIDES and objective == "analytic":
-        # TraceMeanField_ELBO drops Delta.log_density (Pyro 1.9): the bound would be wrong.
-        raise ValueError("objective='analytic' needs the normal guide; use 'trace' or 'iwae'")
-
-
-def _build(guide: str, network: str, dataset: VAEData, latent_dim: int) -> VAE:
-    if network == "conv":
+def _build(config: VAEConfig, dataset: VAEData) -> VAE:
+    latent_dim = config.latent_dim or DEFAULTS[config.data][0]
+    if config.network == "conv":
         encoder = ConvEncoder(dataset.image_shape, latent_dim)
         decoder = ConvDecoder(latent_dim, dataset.image_shape)
     else:
         pixels = math.prod(dataset.image_shape)
         encoder, decoder = MLPEncoder(pixels, latent_dim), MLPDecoder(latent_dim, pixels)
-    if guide in MCMC_GUIDES:
-        return MCMC_GUIDES[guide](encoder, decoder, latent_dim, num_steps=MCMC_STEPS)
+    if config.guide in MCMC_GUIDES:
+        return MCMC_GUIDES[config.guide](encoder, decoder, latent_dim, num_steps=MCMC_STEPS)
     return VAE(encoder, decoder, latent_dim)
 
 
-def _write(fit: VAEFit, dataset: VAEData, title: str, out: Path) -> None:
-    write_fit_outputs(out, fit.result, fit.summary, title)
+def _write(fit: VAEFit, dataset: VAEData, config: VAEConfig, run: RunDir) -> None:
+    title = f"VAE ({config.data}, {config.network}, {config.objective}), guide {config.guide}"
+    run.write_training(fit.result, fit.summary, title)
     figure = plot_reconstructions(fit.vae, dataset.test[:8], dataset.image_shape, title)
-    figure.savefig(out / "reconstructions.png", dpi=120)
+    run.write_figure(figure, "reconstructions.png")
     weights = {name: value.cpu() for name, value in fit.vae.state_dict().items()}
-    torch.save({"state_dict": weights, "image_shape": dataset.image_shape}, out / "vae.pt")
+    torch.save({"state_dict": weights, "image_shape": dataset.image_shape}, run.path / "vae.pt")
+    run.write_posterior(_export(fit.vae, dataset.test[:EXPORT_IMAGES], config.seed))
+    run.write_manifest(JOB.name, config)
+
+
+def _export(vae: VAE, images: Tensor, seed: int) -> Any:
+    """The latent posterior of ``images`` under the trained guide, as a DataTree."""
+    images = images.to(next(vae.parameters()).device)
+    return from_pyro_svi(
+        vae.model,
+        vae.guide,
+        images,
+        num_samples=EXPORT_DRAWS,
+        dims={"z": ["data", "latent"], "x": ["data", "pixel"]},
+        unconstrained=False,
+        seed=seed,
+    )
+
+
+JOB = Job(
+    "vae",
+    "VAE on binarised images (digits or MNIST)",
+    VAEConfig,
+    fit_vae,
+    quick=("--steps", "3", "--num-samples", "10"),
+    distributed=True,
+)

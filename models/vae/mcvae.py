@@ -1,33 +1,31 @@
 """Monte Carlo VAEs: Langevin steps per image inside the amortised guide.
 
 :class:`LangevinVAE` is L-MCVAE (unadjusted steps, sequential importance weights) and
-:class:`AnnealedVAE` A-MCVAE (MALA steps, annealed importance weights).
+:class:`AnnealedVAE` A-MCVAE (MALA steps, annealed importance weights); both run
+:func:`~pyroext.kernels.langevin_chain` on the annealed targets
+``gamma_k(z) = (1 - beta_k) log q0(z | x) + beta_k log p(x, z)``.
 
 L-MCVAE:
 The encoder's ``q0(z | x)`` draws ``z_0``; ``K`` unadjusted Langevin steps then move it towards
-annealed targets ``gamma_k(z) = (1 - beta_k) log q0(z | x) + beta_k log p(x, z)`` with
-``beta_K = 1``. The guide emits ``z_0`` as an auxiliary site (its ``-log q0`` enters the ELBO)
-and ``z = z_K`` as a ``Delta`` whose log-density is ``sum_k log m_k(z_k | z_{k-1}) -
-log r_k(z_{k-1} | z_k)``, the ULA forward over backward kernel densities. ``Trace_ELBO`` then
-estimates the sequential-importance bound ``E[log p(x, z_K) - log q0(z_0) + sum_k log r_k /
-m_k]``, whose weights are unbiased for ``p(x)``. Everything is reparameterised; the gradients of
-the targets keep their graph, so the encoder, decoder, step sizes and annealing schedule are
-trained together.
+the annealed targets, with ``beta_K = 1``. The guide emits ``z_0`` as an auxiliary site (its
+``-log q0`` enters the ELBO) and ``z = z_K`` as a ``Delta`` whose log-density is ``sum_k log
+m_k(z_k | z_{k-1}) - log r_k(z_{k-1} | z_k)``, the ULA forward over backward kernel densities.
+``Trace_ELBO`` then estimates the sequential-importance bound ``E[log p(x, z_K) - log q0(z_0) +
+sum_k log r_k / m_k]``, whose weights are unbiased for ``p(x)``. Everything is reparameterised;
+the gradients of the targets keep their graph, so the encoder, decoder, step sizes and
+annealing schedule are trained together.
 """
 
 __all__ = ["AnnealedVAE", "LangevinVAE"]
 
-from collections.abc import Callable
-
-import pyro
 import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
 
 from pyroext.checks import check_counts
-from pyroext.guides.score import reward_to_go_score_term
-from pyroext.kernels import LangevinState, mala_step, ula_step, value_and_grad
-from pyroext.models.vae.model import VAE, check_batch, data_plate
+from pyroext.guides.transport import Transport, acceptance_stats
+from pyroext.kernels import AnnealedTarget, langevin_chain
+from pyroext.models.vae.markov import MarkovVAE
 
 
 class LangevinSchedule(nn.Module):
@@ -49,7 +47,7 @@ class LangevinSchedule(nn.Module):
         return increments / increments[-1]
 
 
-class LangevinVAE(VAE):
+class LangevinVAE(MarkovVAE):
     """A :class:`~pyroext.models.vae.VAE` whose guide runs ``K`` ULA steps per image.
 
     Arguments:
@@ -60,12 +58,17 @@ class LangevinVAE(VAE):
         step_size: Initial ``eta_k``, in ``(0, eta_max)``.
         eta_max: Upper bound of the learned step sizes.
 
+    Attributes:
+        sample_stats: Per image, of the last guide call: ``acceptance_rate`` ``(*batch, K)``
+            (for ULA, the probability MALA would have accepted each move: a step-size
+            diagnostic) and ``accepted``.
+
     Raises:
         ValueError: For ``num_steps < 1`` or a step size outside ``(0, eta_max)``.
 
     References:
-        Thin, A., Kotelevskii, N., Durmus, A., Panov, M., Moulines, E. and Doucet, A. (2021).
-        Monte Carlo variational auto-encoders. ICML.
+        | Monte Carlo Variational Auto-Encoders (Thin et al., 2021)
+        | https://arxiv.org/abs/2106.15921
     """
 
     def __init__(
@@ -84,60 +87,20 @@ class LangevinVAE(VAE):
         super().__init__(encoder, decoder, latent_dim)
         self.schedule = LangevinSchedule(num_steps, step_size, eta_max)
 
-    def guide(self, x: Tensor, num_data: int | None = None) -> None:
-        """``z_0 ~ q0(z | x)``, then ``K`` ULA steps; emits ``z_0`` and ``z = z_K``."""
-        check_batch(x, num_data)
-        pyro.module("encoder", self.encoder, update_module_params=True)
-        pyro.module("schedule", self.schedule, update_module_params=True)
-        loc, scale = self.encoder(x)
-        base = dist.Normal(loc, scale).to_event(1)
-        with data_plate(x, num_data):
-            z0 = pyro.sample("z0", base, infer={"is_auxiliary": True})
-            z, log_density = self._transport(x, z0, base)
-            pyro.sample("z", dist.Delta(z, log_density=log_density, event_dim=1))
+    # The accept rule of the steps: None for ULA (sequential importance weights).
+    acceptance: str | None = None
 
-    def _transport(self, x: Tensor, z0: Tensor, base: dist.Distribution) -> tuple[Tensor, Tensor]:
-        """Runs the ULA steps; returns ``z_K`` and ``sum_k log m_k - log r_k``."""
-        target = _AnnealedTarget(self, x, base)
-        z, log_density = z0, torch.zeros(z0.shape[:-1], dtype=z0.dtype, device=z0.device)
-        etas, betas = self.schedule.step_sizes(), self.schedule.betas()
-        for eta, beta in zip(etas.to(z0.dtype), betas.to(z0.dtype), strict=True):
-            at_beta = target.at(beta)
-            state, info = ula_step(LangevinState(z, *at_beta(z)), at_beta, eta)
-            z, log_density = state.position, log_density - info.log_weight_increment
-        return z, log_density
+    def kernel_modules(self) -> dict[str, nn.Module]:
+        return {"schedule": self.schedule}
 
+    def _betas(self, like: Tensor) -> Tensor:
+        return self.schedule.betas().to(like.dtype)
 
-class _AnnealedTarget:
-    """``(1 - beta) log q0(z | x) + beta log p(x, z)`` and its gradient, from the two terms
-    and their gradients at the last position scored. A position is scored once: the next
-    temperature, and the AIS weight, reuse its terms instead of new network passes."""
-
-    def __init__(self, vae: VAE, x: Tensor, base: dist.Distribution) -> None:
-        self.vae, self.x, self.base = vae, x, base
-        self.position: Tensor | None = None
-        self.terms: tuple[Tensor, ...] = ()
-
-    def log_q_and_p(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """``log q0(z | x)`` and ``log p(x, z)``."""
-        log_q, log_p, _, _ = self._terms(z)
-        return log_q, log_p
-
-    def at(self, beta: Tensor) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
-        """The target at temperature ``beta``, as a value-and-gradient function."""
-
-        def value_and_grad(z: Tensor) -> tuple[Tensor, Tensor]:
-            log_q, log_p, grad_q, grad_p = self._terms(z)
-            return (1 - beta) * log_q + beta * log_p, (1 - beta) * grad_q + beta * grad_p
-
-        return value_and_grad
-
-    def _terms(self, z: Tensor) -> tuple[Tensor, ...]:
-        if z is not self.position:
-            log_q, grad_q = value_and_grad(self.base.log_prob, z)
-            log_p, grad_p = value_and_grad(lambda v: self.vae.log_joint(self.x, v), z)
-            self.position, self.terms = z, (log_q, log_p, grad_q, grad_p)
-        return self.terms
+    def _transport(self, x: Tensor, z0: Tensor, base: dist.Distribution) -> Transport:
+        target = AnnealedTarget(base.log_prob, lambda z: self.log_joint(x, z))
+        etas = self.schedule.step_sizes().to(z0.dtype)
+        chain = langevin_chain(z0, target, etas, self._betas(z0), self.acceptance)
+        return Transport.from_chain(chain, acceptance_stats(chain.info))
 
 
 class AnnealedVAE(LangevinVAE):
@@ -156,31 +119,15 @@ class AnnealedVAE(LangevinVAE):
     below 1.
 
     References:
-        Thin, A., Kotelevskii, N., Durmus, A., Panov, M., Moulines, E. and Doucet, A. (2021).
-        Monte Carlo variational auto-encoders. ICML.
-        Neal, R. M. (2001). Annealed importance sampling. Statistics and Computing 11.
+        | Monte Carlo Variational Auto-Encoders (Thin et al., 2021)
+        | https://arxiv.org/abs/2106.15921
+
+        | Annealed Importance Sampling (Neal, 2001)
+        | https://arxiv.org/abs/physics/9803008
     """
 
-    def _transport(self, x: Tensor, z0: Tensor, base: dist.Distribution) -> tuple[Tensor, Tensor]:
-        """Runs the MALA steps; returns ``z_K`` and the Delta's log-density."""
-        target = _AnnealedTarget(self, x, base)
-        etas = self.schedule.step_sizes().to(z0.dtype)
-        betas = self.schedule.betas().to(z0.dtype) * len(etas) / (len(etas) + 1)
-        log_q, log_p = target.log_q_and_p(z0)
-        log_ratio = log_p - log_q
-        log_weight = betas[0] * log_ratio
-        next_betas = torch.cat([betas[1:], betas.new_ones(1)])
-        z, rewards, references, choices = z0, [], [], []
-        for eta, beta, next_beta in zip(etas, betas, next_betas, strict=True):
-            at_beta = target.at(beta)
-            state, info = mala_step(LangevinState(z, *at_beta(z)), at_beta, eta)
-            z, choices = state.position, [*choices, info.log_prob_choice]
-            # What this step's choice can change: the weight's terms from z_k on, against
-            # their value had the chain stopped at z_{k-1}.
-            references.append((1 - beta) * log_ratio)
-            log_q, log_p = target.log_q_and_p(z)
-            log_ratio = log_p - log_q
-            rewards.append((next_beta - beta) * log_ratio)
-            log_weight = log_weight + rewards[-1]
-        log_density = log_p - base.log_prob(z0) - log_weight
-        return z, log_density - reward_to_go_score_term(rewards, choices, references)
+    def _betas(self, like: Tensor) -> Tensor:
+        betas = self.schedule.betas().to(like.dtype)
+        return betas * len(betas) / (len(betas) + 1)
+
+    acceptance = "mh"

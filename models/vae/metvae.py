@@ -2,10 +2,11 @@
 
 The encoder's ``q0(z | x)`` draws ``z_0``; ``K`` MetFlow steps, each proposing ``T_{u_k}`` or
 ``T_{u_k}^{-1}`` of a learned coupling flow and accepting with the Barker (or MH) probability,
-target ``p(x, z)`` with a per-image accept decision. The flow acts in each image's whitened
-coordinates ``(z - mu(x)) / sigma(x)``, so one flow serves every image. Given the fixed
-innovation noise ``u_{1:K}`` and the discrete path, ``z_0 -> z_K`` is a diffeomorphism, and
-the guide emits ``z_0`` as an auxiliary site and ``z = z_K`` as a ``Delta`` whose
+target ``p(x, z)`` with a per-image accept decision (:func:`~pyroext.kernels.metflow_chain`,
+the runner :class:`~pyroext.guides.AutoMetFlow` uses too). The flow acts in each image's
+whitened coordinates ``(z - mu(x)) / sigma(x)``, so one flow serves every image. Given the
+fixed innovation noise ``u_{1:K}`` and the discrete path, ``z_0 -> z_K`` is a diffeomorphism,
+and the guide emits ``z_0`` as an auxiliary site and ``z = z_K`` as a ``Delta`` whose
 log-density carries the path's Jacobians and choice probabilities, with the MetFlow authors'
 reverse model ``r(v, b | z_K) = prod_k P(v_k) / 2``. The importance weight ``p(x, z_K) r /
 q`` is unbiased for ``p(x)`` (Barker acceptance), so the bound is valid for ``Trace_ELBO``
@@ -14,22 +15,17 @@ and ``RenyiELBO`` alike.
 
 __all__ = ["MetFlowKernel", "MetVAE"]
 
-import math
-from collections.abc import Callable
-
-import pyro
 import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
 
 from pyroext.checks import check_counts
 from pyroext.guides.metflow import FLOW_INITS
-from pyroext.guides.score import reward_to_go_score_term
-from pyroext.kernels import ConditionalCouplingFlow, MetFlowState, metflow_step
+from pyroext.guides.transport import Transport, acceptance_stats
+from pyroext.kernels import ConditionalCouplingFlow, metflow_chain, whitened_moves
 from pyroext.kernels.acceptance import ACCEPTANCE_RULES
-from pyroext.models.vae.model import VAE, check_batch, data_plate
-
-Bijection = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+from pyroext.kernels.coupling import Bijection
+from pyroext.models.vae.markov import MarkovVAE
 
 
 class MetFlowKernel(nn.Module):
@@ -67,18 +63,12 @@ class MetFlowKernel(nn.Module):
     def moves(self, loc: Tensor, scale: Tensor) -> list[tuple[Bijection, Bijection]]:
         """Per step, ``T_{u_k}`` and ``T_{u_k}^{-1}`` conjugated by each image's ``(loc,
         scale)``: ``z -> loc + scale T((z - loc) / scale)``, with the same Jacobian."""
-
-        def whitened(bijection: Bijection, u: Tensor) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
-            def move(z: Tensor) -> tuple[Tensor, Tensor]:
-                moved, log_det = bijection((z - loc) / scale, u.to(z.dtype))
-                return loc + scale * moved, log_det
-
-            return move
-
-        return [(whitened(self.flow, u), whitened(self.flow.inverse, u)) for u in self.innovation]
+        return whitened_moves(
+            self.flow, self.innovation, lambda z: (z - loc) / scale, lambda w: loc + scale * w
+        )
 
 
-class MetVAE(VAE):
+class MetVAE(MarkovVAE):
     r"""A :class:`~pyroext.models.vae.VAE` whose guide runs ``K`` MetFlow steps per image.
 
     The guide's bound, per image, is
@@ -107,8 +97,8 @@ class MetVAE(VAE):
             stationary point: on the digits it stays there (acceptance 0.49999 after 50 epochs).
 
     Attributes:
-        acceptance_rate: Mean probability of accepting each step's proposal ``(K,)`` in the
-            last guide call (detached).
+        sample_stats: Per image, of the last guide call: ``acceptance_rate`` (the probability
+            of accepting each step's proposal, ``(*batch, K)``) and ``accepted``.
 
     References:
         | MetFlow: A New Efficient Method for Bridging the Gap between Markov Chain Monte
@@ -135,37 +125,12 @@ class MetVAE(VAE):
         super().__init__(encoder, decoder, latent_dim)
         self.acceptance = acceptance
         self.kernel = MetFlowKernel(latent_dim, num_steps, num_couplings, hidden_dim, flow_init)
-        self.acceptance_rate = torch.full((num_steps,), float("nan"))
 
-    def guide(self, x: Tensor, num_data: int | None = None) -> None:
-        """``z_0 ~ q0(z | x)``, then ``K`` MetFlow steps; emits ``z_0`` and ``z = z_K``."""
-        check_batch(x, num_data)
-        pyro.module("encoder", self.encoder, update_module_params=True)
-        pyro.module("metflow", self.kernel, update_module_params=True)
-        loc, scale = self.encoder(x)
-        base = dist.Normal(loc, scale).to_event(1)
-        with data_plate(x, num_data):
-            z0 = pyro.sample("z0", base, infer={"is_auxiliary": True})
-            z, log_density = self._transport(x, z0, base)
-            pyro.sample("z", dist.Delta(z, log_density=log_density, event_dim=1))
+    def kernel_modules(self) -> dict[str, nn.Module]:
+        return {"metflow": self.kernel}
 
-    def _transport(self, x: Tensor, z0: Tensor, base: dist.Normal) -> tuple[Tensor, Tensor]:
-        """Runs the MetFlow steps; returns ``z_K`` and the ``Delta``'s log-density."""
-        state = MetFlowState(z0, self.log_joint(x, z0))
-        log_density = torch.zeros_like(state.log_density)
-        rewards, choices, accept_probs = [], [], []
+    def _transport(self, x: Tensor, z0: Tensor, base: dist.Distribution) -> Transport:
+        moves = self.kernel.moves(base.base_dist.loc, base.base_dist.scale)
         logit = self.kernel.direction_logit.to(z0.dtype)
-        for forward, inverse in self.kernel.moves(base.base_dist.loc, base.base_dist.scale):
-            start = state.log_density
-            state, info = metflow_step(
-                state, lambda z: self.log_joint(x, z), forward, inverse, logit, self.acceptance
-            )
-            step_density = (
-                math.log(2) - info.log_jacobian + info.log_prob_choice - info.log_prob_direction
-            )
-            log_density = log_density + step_density
-            rewards.append(state.log_density - start - step_density)
-            choices.append(info.log_prob_choice)
-            accept_probs.append(info.acceptance_prob.mean())
-        self.acceptance_rate = torch.stack(accept_probs)
-        return state.position, log_density - reward_to_go_score_term(rewards, choices)
+        chain = metflow_chain(z0, lambda z: self.log_joint(x, z), moves, logit, self.acceptance)
+        return Transport.from_chain(chain, acceptance_stats(chain.info))

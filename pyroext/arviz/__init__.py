@@ -8,4 +8,4 @@ keep, for :func:`from_pyro`'s ``sample_stats``.
 __all__ = ["SampleStatsHook", "collect_sample_stats", "from_pyro", "from_pyro_svi"]
 
 from pyroext.arviz.converter import from_pyro, from_pyro_svi
-from pyroext.arviz.groups import SampleStatsHook, collect_sample_stats
+from pyroext.arviz.hook import SampleStatsHook, collect_sample_stats

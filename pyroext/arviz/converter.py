@@ -8,13 +8,10 @@ pointwise log likelihood, and dims come from the model's plates.
 
 __all__ = ["from_pyro", "from_pyro_svi"]
 
-import inspect
-import math
-import numbers
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pyro
@@ -25,40 +22,17 @@ from torch import Tensor
 
 import pyroext
 from pyroext.arviz import groups as g
-from pyroext.arviz.groups import SampleStatsHook
-from pyroext.arviz.sites import (
-    PACKAGE_DIR,
-    ModelInfo,
-    Replay,
-    inspect_model,
-    replay_model,
-    sample_guide,
-    with_dims,
+from pyroext.arviz.assemble import (
+    Dims,
+    Fit,
+    check_count,
+    read_options,
+    shared_groups,
+    with_user_dims,
 )
-
-Dims = Mapping[str, Sequence[str]]
-
-
-class _Options(NamedTuple):
-    prior: int | None
-    posterior_predictive: bool
-    predictions: Mapping[str, Any] | None
-    constant_data: Mapping[str, Any] | None
-    predictions_constant_data: Mapping[str, Any] | None
-    coords: Mapping[str, Any]
-    dims: Dims
-    pred_dims: Dims
-    log_likelihood: bool
-    unconstrained: bool
-
-
-class _Fit(NamedTuple):
-    model: Callable[..., Any]
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    info: ModelInfo
-    draws: dict[str, Tensor]
-    sample_shape: tuple[int, int]
+from pyroext.arviz.hook import SampleStatsHook
+from pyroext.arviz.replay import sample_guide
+from pyroext.arviz.sites import PACKAGE_DIR, inspect_model
 
 
 def from_pyro_svi(
@@ -134,25 +108,14 @@ def from_pyro_svi(
         Magnusson, Andersen, Jonasson and Vehtari (2019). Bayesian leave-one-out
         cross-validation for large data. ICML.
     """
-    _check_count(num_samples, "num_samples")
-    options = _options(
-        prior=prior,
-        posterior_predictive=posterior_predictive,
-        predictions=predictions,
-        constant_data=constant_data,
-        predictions_constant_data=predictions_constant_data,
-        coords=coords,
-        dims=dims,
-        pred_dims=pred_dims,
-        log_likelihood=log_likelihood,
-        unconstrained=unconstrained,
-    )
+    check_count(num_samples, "num_samples")
+    options = read_options(locals())
     kwargs = dict(model_kwargs or {})
     with _seeded(seed):
-        info = _with_user_dims(inspect_model(model, args, kwargs), options.dims, constant_data)
+        info = with_user_dims(inspect_model(model, args, kwargs), options.dims, constant_data)
         guided = sample_guide(guide, info, num_samples, args, kwargs)
-        fit = _Fit(model, args, kwargs, info, guided.values, (1, num_samples))
-        groups, scored = _groups(fit, options)
+        fit = Fit(model, args, kwargs, info, guided.values, (1, num_samples))
+        groups, scored = shared_groups(fit, options)
     stats = {"lp": scored.lp.reshape(1, -1), "lq": guided.lq.reshape(1, -1)}
     stats |= {name: value.unsqueeze(0) for name, value in guided.stats.items()}
     stats_dims = getattr(guide, "sample_stats_dims", {})
@@ -209,24 +172,13 @@ def from_pyro(
             shape is not ``(chain, draw)``.
     """
     model, samples = _mcmc_parts(mcmc)
-    options = _options(
-        prior=prior,
-        posterior_predictive=posterior_predictive,
-        predictions=predictions,
-        constant_data=constant_data,
-        predictions_constant_data=predictions_constant_data,
-        coords=coords,
-        dims=dims,
-        pred_dims=pred_dims,
-        log_likelihood=log_likelihood,
-        unconstrained=False,
-    )
+    options = read_options(locals())
     chains, draws = next(iter(samples.values())).shape[:2]
     flat = {
         name: value.reshape(chains * draws, *value.shape[2:]) for name, value in samples.items()
     }
     info = inspect_model(model, mcmc._args, mcmc._kwargs)
-    info = _with_user_dims(info, options.dims, constant_data)
+    info = with_user_dims(info, options.dims, constant_data)
     missing = [name for name in info.names("latent") if name not in flat]
     if missing:
         warnings.warn(
@@ -235,135 +187,12 @@ def from_pyro(
             UserWarning,
             skip_file_prefixes=(PACKAGE_DIR,),
         )
-    fit = _Fit(model, mcmc._args, mcmc._kwargs, info, flat, (chains, draws))
-    groups, _ = _groups(fit, options)
+    fit = Fit(model, mcmc._args, mcmc._kwargs, info, flat, (chains, draws))
+    groups, _ = shared_groups(fit, options)
     stats = _mcmc_stats(mcmc, sample_stats, (chains, draws))
     if stats:
         groups["sample_stats"] = g.sample_stats(stats, (chains, draws))
     return _tree(groups, options.coords)
-
-
-def _groups(fit: _Fit, options: _Options) -> tuple[dict[str, xr.Dataset], Replay]:
-    """The groups both converters share, and the scored replay at the posterior draws."""
-    info, num = fit.info, math.prod(fit.sample_shape)
-    layout = g.Layout(info.sites, fit.sample_shape, options.coords)
-    replay = (fit.model, info, fit.draws, num, fit.args, fit.kwargs)
-    scored = replay_model(*replay, resample=False, unconstrained=options.unconstrained)
-    latent = [name for name in info.names("latent") if name in fit.draws]
-    observed = info.names("observed")
-    groups = {
-        "posterior": g.posterior(layout, scored.values, latent + info.names("deterministic"))
-    }
-    if options.log_likelihood and observed:
-        groups["log_likelihood"] = g.log_likelihood(layout, scored.log_likelihood)
-    if options.posterior_predictive and observed:
-        predictive = replay_model(*replay, resample=True)
-        groups["posterior_predictive"] = g.posterior_predictive(
-            layout, predictive.values, observed
-        )
-    if options.prior:
-        groups.update(_prior_groups(fit, options.prior, options.coords))
-    if observed:
-        groups["observed_data"] = g.observed_data(layout, observed)
-    if options.constant_data:
-        groups["constant_data"] = g.constant_data(
-            options.constant_data, options.dims, options.coords
-        )
-    if options.predictions is not None:
-        groups.update(_prediction_groups(fit, options))
-    return groups, scored
-
-
-def _prior_groups(fit: _Fit, num: int, coords: Mapping[str, Any]) -> dict[str, xr.Dataset]:
-    info = fit.info
-    replay = replay_model(fit.model, info, {}, num, fit.args, fit.kwargs, resample=True)
-    layout = g.Layout(info.sites, (1, num), coords)
-    groups = {"prior": g.prior(layout, replay.values, info.names("latent", "deterministic"))}
-    if info.names("observed"):
-        observed = info.names("observed")
-        groups["prior_predictive"] = g.prior_predictive(layout, replay.values, observed)
-    return groups
-
-
-def _prediction_groups(fit: _Fit, options: _Options) -> dict[str, xr.Dataset]:
-    new = options.predictions
-    args, kwargs = _bind(fit.model, fit.args, fit.kwargs, new)
-    data = options.predictions_constant_data
-    if data is None:
-        data = {
-            name: value for name, value in new.items() if isinstance(value, Tensor | np.ndarray)
-        }
-    info = _with_user_dims(
-        inspect_model(fit.model, args, kwargs), options.pred_dims, data, "pred_dims"
-    )
-    for name in fit.draws:
-        shape = info.sites[name].shape if name in info.sites else None
-        if shape != fit.info.sites[name].shape:
-            raise ValueError(
-                f"predictions: latent site {name!r} has shape {shape} at the new inputs but "
-                f"{fit.info.sites[name].shape} in the fit, so its draws cannot be reused"
-            )
-    num = math.prod(fit.sample_shape)
-    replay = replay_model(fit.model, info, fit.draws, num, args, kwargs, resample=True)
-    names = [name for name in fit.info.names("observed", "deterministic") if name in info.sites]
-    layout = g.Layout(info.sites, fit.sample_shape, options.coords, strict=False)
-    groups = {"predictions": g.predictions(layout, replay.values, names)}
-    if data:
-        groups["predictions_constant_data"] = g.predictions_constant_data(
-            data, options.pred_dims, options.coords
-        )
-    return groups
-
-
-def _options(*, prior: int | bool, **options: Any) -> _Options:
-    """Checks the converters' common arguments and fills in their defaults."""
-    if prior is not False and prior is not None:
-        _check_count(prior, "prior")
-    for argument in ["predictions", "constant_data", "predictions_constant_data", "coords"]:
-        value = options[argument]
-        if value is not None and not isinstance(value, Mapping):
-            raise ValueError(f"{argument} must be a dict by name, not {type(value).__name__}")
-    for argument in ["coords", "dims", "pred_dims"]:
-        options[argument] = options[argument] or {}
-    return _Options(prior=prior or None, **options)
-
-
-def _check_count(value: Any, argument: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{argument}={value!r} must be an integer >= 1")
-
-
-def _with_user_dims(
-    info: ModelInfo, dims: Dims, data: Mapping[str, Any] | None, argument: str = "dims"
-) -> ModelInfo:
-    unknown = sorted(set(dims) - set(info.sites) - set(data or {}))
-    if unknown:
-        raise ValueError(f"{argument}: {unknown} name no site of the model and no data variable")
-    sites = {
-        name: with_dims(site, dims[name], argument) if name in dims else site
-        for name, site in info.sites.items()
-    }
-    return info._replace(sites=sites)
-
-
-def _bind(
-    model: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: Mapping[str, Any],
-    new: Mapping[str, Any],
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """Model arguments with the values in ``new`` replacing those of the same parameters."""
-    signature = inspect.signature(model)
-    bound = signature.bind_partial(*args, **kwargs)
-    extra = next((p.name for p in signature.parameters.values() if p.kind is p.VAR_KEYWORD), None)
-    for name, value in new.items():
-        if name in signature.parameters:
-            bound.arguments[name] = value
-        elif extra is not None:
-            bound.arguments.setdefault(extra, {})[name] = value
-        else:
-            raise ValueError(f"predictions: {name!r} is not a parameter of the model")
-    return bound.args, bound.kwargs
 
 
 def _mcmc_parts(mcmc: MCMC) -> tuple[Callable[..., Any], dict[str, Tensor]]:

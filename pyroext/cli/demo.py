@@ -1,6 +1,6 @@
 """The quick demo behind ``make demo``: zoo models on embedded data, with exact references."""
 
-__all__ = ["DemoTables", "run_demo"]
+__all__ = ["DemoTables", "print_demo", "run_demo"]
 
 import time
 from pathlib import Path
@@ -27,6 +27,25 @@ VAE_STEP_FRACTION = 8
 # Small Bayes-by-backprop networks: one hidden layer of 100 (digits) or 50 (diabetes) units.
 BNN_RUNS = (("classification", "digits", (100,)), ("regression", "diabetes", (50,)))
 BNN_STEP_FRACTION = 4
+
+
+DEMO_FORMATS = {
+    "seconds": "{:.1f}".format,
+    "elbo": "{:.3f}".format,
+    "log_evidence": "{:.3f}".format,
+    "elbo_gap": "{:.4f}".format,
+    "kl_to_exact": "{:.4f}".format,
+    "kl_mean_field_optimum": "{:.4f}".format,
+    "lppd": "{:.3f}".format,
+    "em_log_likelihood": "{:.3f}".format,
+    "test_nll": "{:.3f}".format,
+    "test_elbo": "{:.2f}".format,
+    "test_error": "{:.4f}".format,
+    "test_ece": "{:.4f}".format,
+    "test_entropy": "{:.3f}".format,
+    "test_rmse": "{:.3f}".format,
+    "test_coverage_90": "{:.3f}".format,
+}
 
 
 class DemoTables(NamedTuple):
@@ -88,7 +107,7 @@ def _linear_regression(out: Path, steps: int, progress: bool) -> pd.DataFrame:
         start = time.perf_counter()
         budget = max(1, steps // MCMC_STEP_FRACTION) if guide in MCMC_GUIDES else steps
         fit = fit_linear_regression(
-            guide, steps=budget, out=out / f"linear-regression-{guide}", progress=progress
+            guide=guide, steps=budget, out=out / f"linear-regression-{guide}", progress=progress
         )
         rows.append(
             {
@@ -110,7 +129,7 @@ def _gmm(out: Path, steps: int, progress: bool) -> pd.DataFrame:
     for guide in GMM_GUIDES:
         start = time.perf_counter()
         budget = max(1, steps // GMM_STEP_FRACTION)
-        fit = fit_gmm(guide, steps=budget, out=out / f"gmm-{guide}", progress=progress)
+        fit = fit_gmm(guide=guide, steps=budget, out=out / f"gmm-{guide}", progress=progress)
         rows.append(
             {
                 "guide": guide,
@@ -168,3 +187,17 @@ def _bnn(out: Path, steps: int, progress: bool) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows).set_index("data")
+
+
+def print_demo(tables: DemoTables, out: str | Path) -> None:
+    """Prints the demo's tables with their headings."""
+    with pd.option_context("display.width", 120, "display.max_columns", 20):
+        print("Bayesian linear regression on diabetes: SVI guides vs the exact posterior")
+        print(tables.linear_regression.to_string(formatters=DEMO_FORMATS))
+        print("\nGaussian mixture (K=2) on Old Faithful: SVI with enumeration vs EM")
+        print(tables.gmm.to_string(formatters=DEMO_FORMATS))
+        print("\nVAE on the embedded digits: test NLL (importance-sampled, k=1000) and ELBO")
+        print(tables.vae.to_string(formatters=DEMO_FORMATS))
+        print("\nBayes-by-backprop networks: test metrics of the posterior predictive")
+        print(tables.bnn.to_string(formatters=DEMO_FORMATS, na_rep=""))
+    print(f"outputs in {out}")

@@ -1,6 +1,6 @@
 """Diagnosing a saved fit: summary table, k-hat, LOO and plots from its DataTree."""
 
-__all__ = ["POSTERIOR_FILE", "DiagnoseReport", "diagnose_run", "save_datatree"]
+__all__ = ["DiagnoseReport", "diagnose_run", "print_report"]
 
 import math
 import os
@@ -18,9 +18,8 @@ import xarray as xr
 
 from pyroext.arviz.groups import SAMPLE_DIMS
 from pyroext.diagnostics import KhatResult, vi_khat, vi_loo
-from pyroext.infer.checkpoint import atomic_target
-
-POSTERIOR_FILE = "posterior.nc"
+from pyroext.diagnostics.khat import MIN_SAMPLES
+from pyroext.runs import RunDir
 
 
 class DiagnoseReport(NamedTuple):
@@ -47,21 +46,6 @@ class DiagnoseReport(NamedTuple):
     unplotted: tuple[str, ...] = ()
 
 
-def save_datatree(dt: xr.DataTree, path: str | os.PathLike) -> Path:
-    """Writes a DataTree to netCDF (h5netcdf) atomically (see :func:`atomic_target`).
-
-    Arguments:
-        dt: The tree.
-        path: Destination file.
-
-    Returns:
-        The path written.
-    """
-    with atomic_target(path) as temporary:
-        dt.to_netcdf(temporary, engine="h5netcdf")
-    return Path(path)
-
-
 def diagnose_run(
     run_dir: str | os.PathLike, out: str | os.PathLike | None = None
 ) -> DiagnoseReport:
@@ -80,14 +64,9 @@ def diagnose_run(
         A :class:`DiagnoseReport`.
 
     Raises:
-        FileNotFoundError: If ``run_dir`` has no ``posterior.nc``.
+        FileNotFoundError: If ``run_dir`` is not a folder or has no ``posterior.nc``.
     """
-    source = Path(run_dir) / POSTERIOR_FILE
-    if not source.is_file():
-        raise FileNotFoundError(
-            f"run_dir={str(run_dir)!r} has no {POSTERIOR_FILE}; write one with "
-            f"`pyroext fit ... --out {run_dir}`"
-        )
+    source = RunDir.open(run_dir).posterior
     out = Path(out) if out is not None else Path(run_dir) / "diagnostics"
     out.mkdir(parents=True, exist_ok=True)
     dt = xr.open_datatree(source, engine="h5netcdf")
@@ -98,9 +77,7 @@ def diagnose_run(
     plotted, unplotted = _plotted_variables(dt, names)
     stats = dt.get("sample_stats", xr.DataTree()).data_vars
     variational = "lq" in stats
-    skipped = None
-    if variational and float(stats["lq"].std()) == 0.0:
-        skipped = "the guide is a point mass (all draws equal): no k-hat or LOO"
+    skipped = _why_no_khat(dt) if variational else None
     khat = vi_khat(dt) if variational and skipped is None else None
     if khat is not None:
         files.append(_write_csv(_khat_table(khat), out / "khat.csv"))
@@ -109,6 +86,16 @@ def diagnose_run(
         files.append(_write_csv(_loo_table(loo), out / "loo.csv"))
     files += _plots(dt, loo, chains, plotted, out)
     return DiagnoseReport(summary, khat, loo, files, skipped, unplotted)
+
+
+def _why_no_khat(dt: xr.DataTree) -> str | None:
+    """Why k-hat and LOO cannot be computed from a variational fit's draws, if they cannot."""
+    lq = dt["sample_stats"]["lq"]
+    if lq.size < MIN_SAMPLES:
+        return f"{lq.size} draws are too few for k-hat and LOO (at least {MIN_SAMPLES})"
+    if float(lq.std()) == 0.0:
+        return "the guide is a point mass (all draws equal): no k-hat or LOO"
+    return None
 
 
 def _loo(dt: xr.DataTree, variational: bool) -> Any:
@@ -207,3 +194,18 @@ def _scalar_observations(dt: xr.DataTree) -> bool:
 def _write_csv(table: pd.DataFrame, path: Path) -> Path:
     table.to_csv(path)
     return path
+
+
+def print_report(report: DiagnoseReport) -> None:
+    """Prints what :func:`diagnose_run` found, as ``pyroext diagnose`` shows it."""
+    print(report.summary.to_string())
+    if report.khat is not None:
+        print(f"Pareto k-hat of p/q: {report.khat.khat:.3f} ({report.khat.interpretation})")
+    if report.skipped is not None:
+        print(report.skipped)
+    if report.unplotted:
+        print(f"not plotted (too many panels; in summary.csv): {', '.join(report.unplotted)}")
+    if report.loo is not None:
+        loo = report.loo
+        print(f"elpd_loo {loo.elpd:.2f} (SE {loo.se:.2f}), p_loo {loo.p:.2f}")
+    print("wrote", ", ".join(path.name for path in report.files))

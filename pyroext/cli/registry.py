@@ -1,18 +1,13 @@
-"""The fitting jobs behind ``pyroext fit``: one line per model family of the zoo."""
+"""The fitting jobs behind ``pyroext fit <model>``: one line per model family of the zoo."""
 
 __all__ = ["JOBS"]
 
-from collections.abc import Callable
-from typing import Any
+from pyroext.jobs import Job
+from pyroext.models.bnn import job as bnn
+from pyroext.models.gmm import job as gmm
+from pyroext.models.linear_regression import job as linear_regression
+from pyroext.models.vae import job as vae
 
-from pyroext.models.bnn.job import fit_bnn
-from pyroext.models.gmm.job import fit_gmm
-from pyroext.models.linear_regression.job import fit_linear_regression
-from pyroext.models.vae.job import fit_vae
-
-JOBS: dict[str, Callable[..., Any]] = {
-    "bnn": fit_bnn,
-    "gmm": fit_gmm,
-    "linear-regression": fit_linear_regression,
-    "vae": fit_vae,
+JOBS: dict[str, Job] = {
+    job.name: job for job in sorted((bnn.JOB, gmm.JOB, linear_regression.JOB, vae.JOB))
 }

@@ -1,8 +1,10 @@
-"""Guides: pyroext's MCMC-in-guide autoguides, free categorical factors for local discrete
-latents, a name registry over them and Pyro's autoguides, and Gaussian moments."""
+"""Guides: pyroext's MCMC-in-guide autoguides (global latents) and the amortised Markov guide
+(per-datum latents), free categorical factors for local discrete latents, a name registry over
+them and Pyro's autoguides, and Gaussian moments."""
 
 __all__ = [
     "GUIDES",
+    "AmortisedMarkovGuide",
     "AutoDAIS",
     "AutoLocalCategorical",
     "AutoMarkovGuide",
@@ -11,6 +13,7 @@ __all__ = [
     "make_guide",
 ]
 
+from pyroext.guides.amortised import AmortisedMarkovGuide
 from pyroext.guides.categorical import AutoLocalCategorical
 from pyroext.guides.dais import AutoDAIS
 from pyroext.guides.gaussian import gaussian_moments

@@ -12,8 +12,9 @@ from pyro.infer.autoguide.initialization import init_to_median
 from pyro.nn import PyroParam
 from torch import Tensor, nn
 
-from pyroext.guides.markov import AutoMarkovGuide, Transport
-from pyroext.kernels import DAISState, dais_step, value_and_grad
+from pyroext.guides.markov import AutoMarkovGuide
+from pyroext.guides.transport import Transport
+from pyroext.kernels import AnnealedTarget, hamiltonian_chain
 
 
 class AutoDAIS(AutoMarkovGuide):
@@ -87,12 +88,7 @@ class AutoDAIS(AutoMarkovGuide):
         init_scale: float = 0.1,
         compile_target: bool | str = "auto",
     ) -> None:
-        if not eta_max > 0:
-            raise ValueError(f"eta_max={eta_max!r} must be > 0")
-        if not 0 < eta_init < eta_max:
-            raise ValueError(f"eta_init={eta_init!r} must be in (0, eta_max={eta_max!r})")
-        if not 0 < gamma_init < 1:
-            raise ValueError(f"gamma_init={gamma_init!r} must be in (0, 1)")
+        _check_options(eta_init, eta_max, gamma_init)
         super().__init__(
             model,
             K=K,
@@ -125,19 +121,23 @@ class AutoDAIS(AutoMarkovGuide):
     def _transport(
         self, z0: Tensor, base: dist.Distribution, log_joint: Callable[[Tensor], Tensor]
     ) -> Transport:
-        mass, damping = self.mass_matrix, self.gamma
         betas, step_sizes = self.schedule()
-        state = DAISState(self._whiten(z0), torch.randn_like(z0) * mass.sqrt())
-        log_density = z0.new_zeros(z0.shape[:-1])
-        for beta, step_size in zip(betas, step_sizes, strict=True):
-
-            def annealed(white: Tensor, beta: Tensor = beta) -> Tensor:
-                z = self._unwhiten(white)
-                return (1 - beta) * base.log_prob(z) + beta * log_joint(z)
-
-            state, info = dais_step(
-                state, lambda w, f=annealed: value_and_grad(f, w)[1], step_size, mass, damping
-            )
-            log_density = log_density - info.log_weight_increment
+        target = AnnealedTarget(
+            lambda white: base.log_prob(self._unwhiten(white)),
+            lambda white: log_joint(self._unwhiten(white)),
+        )
+        chain = hamiltonian_chain(
+            self._whiten(z0), target, step_sizes, betas, self.mass_matrix, self.gamma
+        )
         stats = {"step_size": step_sizes.detach().expand(z0.shape[0], -1)}
-        return Transport(self._unwhiten(state.position), log_density, stats)
+        position = self._unwhiten(chain.state.position)
+        return Transport(position, chain.log_density, stats)
+
+
+def _check_options(eta_init: float, eta_max: float, gamma_init: float) -> None:
+    if not eta_max > 0:
+        raise ValueError(f"eta_max={eta_max!r} must be > 0")
+    if not 0 < eta_init < eta_max:
+        raise ValueError(f"eta_init={eta_init!r} must be in (0, eta_max={eta_max!r})")
+    if not 0 < gamma_init < 1:
+        raise ValueError(f"gamma_init={gamma_init!r} must be in (0, 1)")

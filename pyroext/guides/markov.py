@@ -16,7 +16,7 @@ __all__ = ["AutoMarkovGuide", "Transport"]
 import warnings
 from collections.abc import Callable
 from contextlib import ExitStack
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import pyro
 import pyro.distributions as dist
@@ -46,6 +46,7 @@ from pyroext.guides.target import (
     unobserved_site,
     untraced_copy,
 )
+from pyroext.guides.transport import Transport
 from pyroext.infer.checkpoint import preserved_rng_state
 from pyroext.infer.compiled.capture import same_objects
 
@@ -53,23 +54,6 @@ SUMMARY_DRAWS = 1000
 # median() and quantiles() reuse one set of draws (common random numbers), so repeated calls
 # agree with each other, and the user's random stream is left as it was.
 SUMMARY_SEED = 0
-
-
-class Transport(NamedTuple):
-    """What the Markov steps did to a batch of ``B`` base draws.
-
-    Fields:
-        position: Final unconstrained latents ``z_K``, ``(B, D)``.
-        log_density: ``log q(z_0, aux, z_K) - log r(aux | z_K) - log q_0(z_0)``: the guide's
-            extended-space log density beyond the base, ``(B,)``. It may carry a zero-valued
-            score-function (DiCE) term for discrete choices.
-        sample_stats: Per-draw diagnostics, each with leading dimension ``B``; the guide adds
-            ``log_weight`` (``log p - log q`` of the extended space) where it is missing.
-    """
-
-    position: Tensor
-    log_density: Tensor
-    sample_stats: dict[str, Tensor]
 
 
 class AutoMarkovGuide(GaussianBase, AutoContinuous):

@@ -12,10 +12,11 @@ from pyro.infer.autoguide.initialization import init_to_median
 from torch import Tensor, nn
 
 from pyroext.checks import check_counts
-from pyroext.guides.markov import AutoMarkovGuide, Transport
-from pyroext.guides.score import ScoreBaseline, score_function_term
-from pyroext.kernels import ConditionalCouplingFlow, MetFlowState, metflow_step
+from pyroext.guides.markov import AutoMarkovGuide
+from pyroext.guides.transport import Transport, acceptance_stats
+from pyroext.kernels import ConditionalCouplingFlow, metflow_chain, whitened_moves
 from pyroext.kernels.acceptance import ACCEPTANCE_RULES
+from pyroext.kernels.coupling import Bijection
 
 FLOW_INITS = ("identity", "random")
 
@@ -35,9 +36,11 @@ class AutoMetFlow(AutoMarkovGuide):
               - K \log 2\Big] \le \log p(x).
 
     The accept/reject and direction choices are not reparameterisable: their REINFORCE
-    gradient is added inside the guide's density (see
-    :func:`~pyroext.guides.score.score_function_term`), with a leave-one-out baseline over
-    vectorised particles (a running mean otherwise).
+    gradient is added inside the guide's density, each step's choices weighted by the rewards
+    from that step on (the bound telescopes into per-step terms, and a step cannot change
+    those before it) less their leave-one-out mean over vectorised particles; see
+    :func:`~pyroext.guides.score.reward_to_go_score_term`. With one particle there is no
+    other draw to leave out and the baseline is 0: unbiased, but use several particles.
 
     Arguments:
         model: A Pyro model with continuous latents and no data subsampling.
@@ -83,17 +86,7 @@ class AutoMetFlow(AutoMarkovGuide):
         init_scale: float = 0.1,
         compile_target: bool | str = "auto",
     ) -> None:
-        if acceptance not in ACCEPTANCE_RULES:
-            raise ValueError(
-                f"acceptance={acceptance!r} must be one of {', '.join(ACCEPTANCE_RULES)}"
-            )
-        check_counts(num_couplings=num_couplings)
-        if hidden_dim is not None and hidden_dim < 1:
-            raise ValueError(f"hidden_dim={hidden_dim!r} must be >= 1 (or None for 2 D)")
-        if flow_init not in FLOW_INITS:
-            raise ValueError(f"flow_init={flow_init!r} must be one of {', '.join(FLOW_INITS)}")
-        if not 0 < init_direction_prob < 1:
-            raise ValueError(f"init_direction_prob={init_direction_prob!r} must be in (0, 1)")
+        _check_options(acceptance, num_couplings, hidden_dim, flow_init, init_direction_prob)
         super().__init__(
             model,
             K=K,
@@ -117,51 +110,34 @@ class AutoMetFlow(AutoMarkovGuide):
         self.register_buffer("innovation", torch.randn(self.K, dim, **like))
         logit = math.log(self.init_direction_prob / (1 - self.init_direction_prob))
         self.direction_logit = nn.Parameter(torch.tensor(logit, **like))
-        self.score_baseline = ScoreBaseline()
 
-    def _whitened(
-        self, bijection: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], z: Tensor, u: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        """``A T(A^-1 (z - loc)) + loc`` with ``A`` the base's scale (or scale-tril).
-
-        Proposals then move on the scale of ``q_0``, which shrinks with the posterior during
-        training; a flow in raw coordinates keeps the large moves it learnt early, all of
-        them rejected once ``q_0`` is narrow, and then gets no gradient. The conjugation
-        leaves the Jacobian determinant unchanged.
-        """
-        moved, log_det = bijection(self._whiten(z), u)
-        return self._unwhiten(moved), log_det
+    def moves(self) -> list[tuple[Bijection, Bijection]]:
+        """Per step, the proposal maps ``T_{u_k}`` and ``T_{u_k}^{-1}`` in ``q_0``'s whitened
+        coordinates ``A T(A^-1 (z - loc)) + loc`` (see :func:`~pyroext.kernels.whitened_moves`),
+        ``A`` the base's scale (or scale-tril); each ``z -> (moved, log|det|)``."""
+        return whitened_moves(self.flow, self.innovation, self._whiten, self._unwhiten)
 
     def _transport(
         self, z0: Tensor, base: dist.Distribution, log_joint: Callable[[Tensor], Tensor]
     ) -> Transport:
-        log_q0 = base.log_prob(z0)
-        state = MetFlowState(z0, log_joint(z0))
-        log_density = torch.full_like(log_q0, self.K * math.log(2))
-        choices = torch.zeros_like(log_q0)
-        accept_probs, accepted = [], []
-        logit = self.direction_logit
-        for u in self.innovation:
-            state, info = metflow_step(
-                state,
-                log_joint,
-                lambda z, u=u: self._whitened(self.flow, z, u),
-                lambda z, u=u: self._whitened(self.flow.inverse, z, u),
-                logit,
-                self.acceptance,
-            )
-            log_density = (
-                log_density - info.log_jacobian + info.log_prob_choice - info.log_prob_direction
-            )
-            choices = choices + info.log_prob_choice
-            accept_probs.append(info.acceptance_prob)
-            accepted.append(info.accepted)
-        elbo = state.log_density - log_q0 - log_density
-        baseline = self.score_baseline(elbo)
-        log_density = log_density - score_function_term(elbo, choices, baseline)
-        stats = {
-            "acceptance_rate": torch.stack(accept_probs, -1),
-            "accepted": torch.stack(accepted, -1),
-            "log_weight": elbo,
-        }
-        return Transport(state.position, log_density, stats)
+        chain = metflow_chain(z0, log_joint, self.moves(), self.direction_logit, self.acceptance)
+        elbo = chain.state.log_density - base.log_prob(z0) - chain.log_density
+        return Transport.from_chain(chain, {**acceptance_stats(chain.info), "log_weight": elbo})
+
+
+def _check_options(
+    acceptance: str,
+    num_couplings: int,
+    hidden_dim: int | None,
+    flow_init: str,
+    init_direction_prob: float,
+) -> None:
+    if acceptance not in ACCEPTANCE_RULES:
+        raise ValueError(f"acceptance={acceptance!r} must be one of {', '.join(ACCEPTANCE_RULES)}")
+    check_counts(num_couplings=num_couplings)
+    if hidden_dim is not None and hidden_dim < 1:
+        raise ValueError(f"hidden_dim={hidden_dim!r} must be >= 1 (or None for 2 D)")
+    if flow_init not in FLOW_INITS:
+        raise ValueError(f"flow_init={flow_init!r} must be one of {', '.join(FLOW_INITS)}")
+    if not 0 < init_direction_prob < 1:
+        raise ValueError(f"init_direction_prob={init_direction_prob!r} must be in (0, 1)")

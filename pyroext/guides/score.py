@@ -1,19 +1,11 @@
 """Score-function (REINFORCE) terms for discrete choices made inside a guide, DiCE style."""
 
-__all__ = [
-    "BASELINE_DECAY",
-    "ScoreBaseline",
-    "leave_one_out_baseline",
-    "reward_to_go_score_term",
-    "score_function_term",
-]
+__all__ = ["leave_one_out_baseline", "reward_to_go_score_term", "score_function_term"]
 
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
-
-BASELINE_DECAY = 0.9
+from torch import Tensor
 
 
 def score_function_term(elbo: Tensor, log_prob_choices: Tensor, baseline: Tensor) -> Tensor:
@@ -38,38 +30,14 @@ def score_function_term(elbo: Tensor, log_prob_choices: Tensor, baseline: Tensor
     return (elbo - baseline).detach() * (log_prob_choices - log_prob_choices.detach())
 
 
-class ScoreBaseline(nn.Module):
-    """Baseline for the score term: leave-one-out over parallel particles, else a running mean.
-
-    With ``B > 1`` particles, particle ``i`` gets the mean ELBO of the others (unbiased, as the
-    particles are independent). With one particle per call, an exponential running mean of
-    past ELBOs (decay :data:`BASELINE_DECAY`), kept as a buffer so it is checkpointed.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("running_mean", torch.tensor(float("nan")))
-
-    def forward(self, elbo: Tensor) -> Tensor:
-        """Baselines for a batch of per-particle ELBOs ``(B,)``."""
-        elbo = elbo.detach()
-        if elbo.numel() > 1:
-            return (elbo.sum() - elbo) / (elbo.numel() - 1)
-        previous = self.running_mean.to(elbo)
-        if torch.is_grad_enabled():
-            current = elbo.mean()
-            fresh = torch.isnan(previous)
-            updated = BASELINE_DECAY * previous + (1 - BASELINE_DECAY) * current
-            self.running_mean = torch.where(fresh, current, updated)
-        return torch.where(torch.isnan(previous), elbo, previous.expand_as(elbo))
-
-
 def leave_one_out_baseline(elbo: Tensor, reference: Tensor | None = None) -> Tensor:
-    """Baselines for per-draw ELBOs of amortised chains, shaped ``(P, B)`` or ``(B,)``.
+    """Baselines for per-draw ELBOs, shaped ``(P, B)`` (particles of amortised chains) or
+    ``(B,)`` (particles of global chains, or one particle of amortised ones).
 
     Draw ``i`` gets ``reference_i`` plus the mean of ``elbo - reference`` over the other
     draws: over the other particles of the same image when there are several, else over the
-    batch's other images. The reference absorbs what differs between draws before any choice
+    other entries of the batch (the batch's other images, or a global guide's other
+    particles). The reference absorbs what differs between draws before any choice
     is made (an image's ELBO under the chain's start, say, which varies by tens of nats
     between images); it must not depend on the choices themselves.
 

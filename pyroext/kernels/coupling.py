@@ -1,11 +1,16 @@
-"""RealNVP-style invertible flows conditioned on innovation noise, for MetFlow proposals."""
+"""RealNVP-style invertible flows conditioned on innovation noise, for MetFlow proposals, and
+their whitening by the base of a guide."""
 
-__all__ = ["ConditionalCouplingFlow"]
+__all__ = ["Bijection", "ConditionalCouplingFlow", "whitened_moves"]
+
+from collections.abc import Callable
 
 import torch
 from pyro.nn import ConditionalDenseNN, PyroModule
 from pyro.nn.module import to_pyro_module_
 from torch import Tensor, nn
+
+Bijection = Callable[[Tensor], tuple[Tensor, Tensor]]
 
 
 class _BoundedLogScale(PyroModule):
@@ -127,3 +132,38 @@ class ConditionalCouplingFlow(PyroModule):
             log_det = log_det + layer_log_det
             z = x.flip(-1) if index % 2 else x
         return z, log_det
+
+
+def whitened_moves(
+    flow: ConditionalCouplingFlow,
+    innovation: Tensor,
+    whiten: Callable[[Tensor], Tensor],
+    unwhiten: Callable[[Tensor], Tensor],
+) -> list[tuple[Bijection, Bijection]]:
+    """Per step ``k``, ``T_{u_k}`` and ``T_{u_k}^{-1}`` conjugated by a base's affine whitening.
+
+    ``z -> unwhiten(T_{u_k}(whiten(z)))``, with ``whiten(z) = A^-1 (z - loc)`` for the
+    base's location and scale (or scale-tril) ``A``: proposals then move on the scale of
+    ``q_0``, which shrinks with the posterior during training (or differs between data points
+    of an amortised guide). A flow in raw coordinates keeps the large moves it learnt early,
+    all of them rejected once ``q_0`` is narrow, and then gets no gradient. The conjugation
+    leaves the Jacobian determinant unchanged.
+
+    Arguments:
+        flow: The coupling flow.
+        innovation: The innovation noise ``u_{1:K}``, ``(K, context_dim)``.
+        whiten: ``z -> A^-1 (z - loc)``.
+        unwhiten: Its inverse.
+
+    Returns:
+        ``K`` pairs ``(forward, inverse)``, each ``z -> (moved, log|det|)``.
+    """
+
+    def conjugated(bijection: Callable[..., tuple[Tensor, Tensor]], u: Tensor) -> Bijection:
+        def move(z: Tensor) -> tuple[Tensor, Tensor]:
+            moved, log_det = bijection(whiten(z), u.to(z.dtype))
+            return unwhiten(moved), log_det
+
+        return move
+
+    return [(conjugated(flow, u), conjugated(flow.inverse, u)) for u in innovation]

@@ -1,11 +1,12 @@
 """Hamiltonian kernels: leapfrog, the uncorrected UHA/DAIS step and MH-corrected HMC."""
 
 __all__ = [
-    "DAISInfo",
-    "DAISState",
-    "HMCInfo",
+    "DAIS",
+    "HMC",
+    "HamiltonianState",
     "dais_step",
     "gaussian_momentum_log_prob",
+    "hamiltonian_init",
     "hmc_step",
     "leapfrog",
 ]
@@ -18,11 +19,18 @@ import torch
 from torch import Tensor
 
 from pyroext.kernels.acceptance import accept, log_acceptance
+from pyroext.kernels.base import (
+    Info,
+    MarkovKernel,
+    ValueAndGrad,
+    always_accepted,
+    corrected,
+)
 
 GradFn = Callable[[Tensor], Tensor]
 
 
-class DAISState(NamedTuple):
+class HamiltonianState(NamedTuple):
     """State of a batch of Hamiltonian chains.
 
     Fields:
@@ -34,29 +42,14 @@ class DAISState(NamedTuple):
     momentum: Tensor
 
 
-class DAISInfo(NamedTuple):
-    """What one uncorrected (UHA/DAIS) step contributes, per chain.
+def hamiltonian_init(position: Tensor, target: ValueAndGrad, mass: Tensor) -> HamiltonianState:
+    """The state at ``position`` ``(B, D)`` with momenta drawn from ``N(0, diag(mass))``.
 
-    Fields:
-        log_weight_increment: ``log N(v_hat; 0, M) - log N(v; 0, M)`` with ``v`` the momentum
-            before the leapfrog and ``v_hat`` after it; subtracted from the guide's log-density.
+    ``target`` is not evaluated: the momentum does not depend on the position (the argument
+    keeps the common ``init`` signature).
     """
-
-    log_weight_increment: Tensor
-
-
-class HMCInfo(NamedTuple):
-    """What one MH-corrected HMC step did, per chain.
-
-    Fields:
-        accepted: ``True`` where the leapfrog proposal was accepted.
-        acceptance_prob: Probability of accepting it (detached).
-        log_prob_choice: ``log alpha`` where accepted, ``log(1 - alpha)`` where rejected.
-    """
-
-    accepted: Tensor
-    acceptance_prob: Tensor
-    log_prob_choice: Tensor
+    del target
+    return HamiltonianState(position, torch.randn_like(position) * mass.sqrt())
 
 
 def gaussian_momentum_log_prob(momentum: Tensor, mass: Tensor) -> Tensor:
@@ -90,28 +83,30 @@ def _refresh(momentum: Tensor, mass: Tensor, damping: Tensor) -> Tensor:
 
 
 def dais_step(
-    state: DAISState,
-    grad_log_target: GradFn,
+    state: HamiltonianState,
+    target: ValueAndGrad,
     step_size: Tensor,
     mass: Tensor,
     damping: Tensor,
-) -> tuple[DAISState, DAISInfo]:
+) -> tuple[HamiltonianState, Info]:
     """One uncorrected Hamiltonian step of UHA / differentiable AIS.
 
     A leapfrog step on the (annealed) target, then a partial momentum refresh
     ``v' = g v_hat + sqrt(1 - g^2) M^{1/2} xi``. No accept/reject: everything is
-    reparameterised, and the bound stays valid at any step size through the momentum-density
-    correction returned in the info.
+    reparameterised, and the bound stays valid at any step size through the info's
+    ``log_weight_increment``, ``log N(v_hat; 0, M) - log N(v; 0, M)`` with ``v`` the momentum
+    before the leapfrog and ``v_hat`` after it (``acceptance_prob`` is 1).
 
     Arguments:
         state: Current state.
-        grad_log_target: Gradient of the log target of this step, ``(B, D) -> (B, D)``.
+        target: Log target of this step and its gradient, ``(B, D) -> ((B,), (B, D))``;
+            only the gradient is used.
         step_size: Leapfrog step size.
         mass: Diagonal mass ``(D,)``.
         damping: Momentum damping ``g`` in [0, 1).
 
     Returns:
-        The new state and the step's :class:`DAISInfo`.
+        The new state and the step's :class:`~pyroext.kernels.Info`.
 
     References:
         | MCMC Variational Inference via Uncorrected Hamiltonian Annealing (Geffner and
@@ -122,23 +117,25 @@ def dais_step(
         | (Zhang et al., 2021)
         | https://arxiv.org/abs/2107.10211
     """
-    position, momentum = leapfrog(state.position, state.momentum, grad_log_target, step_size, mass)
+    position, momentum = leapfrog(
+        state.position, state.momentum, lambda z: target(z)[1], step_size, mass
+    )
     increment = gaussian_momentum_log_prob(momentum, mass) - gaussian_momentum_log_prob(
         state.momentum, mass
     )
-    return DAISState(position, _refresh(momentum, mass, damping)), DAISInfo(increment)
+    new_state = HamiltonianState(position, _refresh(momentum, mass, damping))
+    return new_state, always_accepted(torch.ones_like(increment), increment)
 
 
 def hmc_step(
-    state: DAISState,
-    log_target: Callable[[Tensor], Tensor],
-    grad_log_target: GradFn,
+    state: HamiltonianState,
+    target: ValueAndGrad,
     step_size: Tensor,
     mass: Tensor,
     damping: Tensor,
     num_leapfrog: int = 1,
     acceptance: str = "mh",
-) -> tuple[DAISState, HMCInfo]:
+) -> tuple[HamiltonianState, Info]:
     """One generalised (partial-refresh) HMC step with an accept/reject correction.
 
     The momentum is refreshed partially, ``num_leapfrog`` leapfrog steps propose a new
@@ -148,8 +145,7 @@ def hmc_step(
 
     Arguments:
         state: Current state.
-        log_target: Log target, ``(B, D) -> (B,)``.
-        grad_log_target: Its gradient.
+        target: Log target and its gradient, ``(B, D) -> ((B,), (B, D))``.
         step_size: Leapfrog step size.
         mass: Diagonal mass ``(D,)``.
         damping: Momentum damping ``g`` in [0, 1); 0 is a full refresh.
@@ -157,7 +153,7 @@ def hmc_step(
         acceptance: ``"mh"`` or ``"barker"``.
 
     Returns:
-        The new state and the step's :class:`HMCInfo`.
+        The new state and the step's :class:`~pyroext.kernels.Info`.
 
     References:
         | A generalized guided Monte Carlo algorithm (Horowitz, 1991)
@@ -167,22 +163,23 @@ def hmc_step(
     position, proposal_momentum = state.position, momentum
     for _ in range(num_leapfrog):
         position, proposal_momentum = leapfrog(
-            position, proposal_momentum, grad_log_target, step_size, mass
+            position, proposal_momentum, lambda z: target(z)[1], step_size, mass
         )
     log_ratio = (
-        log_target(position)
-        - log_target(state.position)
+        target(position)[0]
+        - target(state.position)[0]
         + gaussian_momentum_log_prob(proposal_momentum, mass)
         - gaussian_momentum_log_prob(momentum, mass)
     )
     log_accept, log_reject = log_acceptance(log_ratio, acceptance)
     accepted = accept(log_accept)
     keep = accepted.unsqueeze(-1)
-    new_state = DAISState(
+    new_state = HamiltonianState(
         torch.where(keep, position, state.position),
         torch.where(keep, proposal_momentum, -momentum),
     )
-    info = HMCInfo(
-        accepted, log_accept.detach().exp(), torch.where(accepted, log_accept, log_reject)
-    )
-    return new_state, info
+    return new_state, corrected(accepted, log_accept, log_reject)
+
+
+DAIS = MarkovKernel(hamiltonian_init, dais_step, uses_gradient=True, invariant=False)
+HMC = MarkovKernel(hamiltonian_init, hmc_step, uses_gradient=True, invariant=True)

@@ -1,7 +1,8 @@
 """The MetFlow kernel: a Metropolis-Hastings step whose proposal is an invertible flow."""
 
-__all__ = ["MetFlowInfo", "MetFlowState", "metflow_step"]
+__all__ = ["METFLOW", "MetFlowState", "metflow_init", "metflow_step"]
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pyroext.kernels.acceptance import accept, log_acceptance
+from pyroext.kernels.base import Info, LogDensity, MarkovKernel
 
 Bijection = Callable[[Tensor], tuple[Tensor, Tensor]]
 
@@ -26,38 +28,19 @@ class MetFlowState(NamedTuple):
     log_density: Tensor
 
 
-class MetFlowInfo(NamedTuple):
-    """What one MetFlow step did, per chain.
-
-    Fields:
-        forward: ``True`` where the flow ``T`` was proposed, ``False`` where ``T^-1`` was.
-        accepted: ``True`` where the proposal was accepted.
-        log_jacobian: ``log|det|`` of the move made: of the proposal where accepted, 0 where
-            rejected (pathwise: it depends on the flow's parameters).
-        log_prob_choice: Log-probability of the discrete choices made, ``log P(direction) +
-            log P(accept or reject | direction, position)``; the REINFORCE term of the guide
-            differentiates it.
-        log_prob_direction: ``log P(direction)`` alone, the part of ``log_prob_choice`` that
-            the MetFlow authors' reverse model reuses.
-        acceptance_prob: Probability ``alpha`` of accepting the proposal made (detached).
-    """
-
-    forward: Tensor
-    accepted: Tensor
-    log_jacobian: Tensor
-    log_prob_choice: Tensor
-    log_prob_direction: Tensor
-    acceptance_prob: Tensor
+def metflow_init(position: Tensor, target: LogDensity) -> MetFlowState:
+    """The state at ``position`` ``(B, D)``: the position and its log target."""
+    return MetFlowState(position, target(position))
 
 
 def metflow_step(
     state: MetFlowState,
-    log_target: Callable[[Tensor], Tensor],
+    target: LogDensity,
     flow: Bijection,
     flow_inverse: Bijection,
     direction_logit: Tensor,
     acceptance: str = "barker",
-) -> tuple[MetFlowState, MetFlowInfo]:
+) -> tuple[MetFlowState, Info]:
     r"""One MetFlow step on a batch of chains.
 
     A direction is drawn (``T`` with probability ``p = sigmoid(direction_logit)``, else
@@ -69,18 +52,20 @@ def metflow_step(
 
     A move ``T`` is undone by ``T^-1``, chosen with probability ``1 - p``, so for a fixed flow
     the kernel is reversible with respect to the target. The noise the flow is conditioned
-    on (MetFlow's pseudo-random innovation) is part of ``flow``.
+    on (MetFlow's pseudo-random innovation) is part of ``flow``. The info's
+    ``log_weight_increment`` is ``log|det| - log P(v, b | z) + log r(v, b)`` with the MetFlow
+    authors' reverse model ``r(v, b) = P(v) / 2``.
 
     Arguments:
         state: Current state.
-        log_target: Maps positions ``(B, D)`` to the unnormalised log target ``(B,)``.
+        target: Maps positions ``(B, D)`` to the unnormalised log target ``(B,)``.
         flow: ``z -> (T(z), log|det dT/dz|)``.
         flow_inverse: ``z -> (T^-1(z), log|det dT^-1/dz|)``.
         direction_logit: Logit of the probability of proposing ``T``, a scalar tensor.
         acceptance: ``"barker"`` or ``"mh"``.
 
     Returns:
-        The new state and the step's :class:`MetFlowInfo`.
+        The new state and the step's :class:`~pyroext.kernels.Info`.
 
     References:
         | MetFlow: A New Efficient Method for Bridging the Gap between Markov Chain Monte
@@ -98,7 +83,7 @@ def metflow_step(
     log_p_plus, log_p_minus = -F.softplus(-direction_logit), -F.softplus(direction_logit)
     log_p_chosen = torch.where(forward, log_p_plus, log_p_minus)
     log_p_reverse = torch.where(forward, log_p_minus, log_p_plus)
-    log_gamma_proposal = log_target(proposal)
+    log_gamma_proposal = target(proposal)
     log_ratio = log_gamma_proposal - log_gamma + ldj + log_p_reverse - log_p_chosen
     log_accept, log_reject = log_acceptance(log_ratio, acceptance)
     accepted = accept(log_accept)
@@ -106,12 +91,17 @@ def metflow_step(
         torch.where(accepted.unsqueeze(-1), proposal, z),
         torch.where(accepted, log_gamma_proposal, log_gamma),
     )
-    info = MetFlowInfo(
-        forward=forward,
+    log_jacobian = torch.where(accepted, ldj, torch.zeros_like(ldj))
+    log_prob_choice = log_p_chosen + torch.where(accepted, log_accept, log_reject)
+    info = Info(
         accepted=accepted,
-        log_jacobian=torch.where(accepted, ldj, torch.zeros_like(ldj)),
-        log_prob_choice=log_p_chosen + torch.where(accepted, log_accept, log_reject),
-        log_prob_direction=log_p_chosen,
         acceptance_prob=log_accept.detach().exp(),
+        log_prob_choice=log_prob_choice,
+        log_weight_increment=log_jacobian - log_prob_choice + log_p_chosen - math.log(2),
+        log_jacobian=log_jacobian,
+        forward=forward,
     )
     return new_state, info
+
+
+METFLOW = MarkovKernel(metflow_init, metflow_step, uses_gradient=False, invariant=True)

@@ -10,10 +10,11 @@ import xarray as xr
 
 from pyroext.arviz import from_pyro_svi
 from pyroext.cli import main
+from pyroext.cli.diagnose import diagnose_run
 from pyroext.data import synthetic_regression
-from pyroext.diagnose import POSTERIOR_FILE, diagnose_run
 from pyroext.diagnostics import vi_khat
 from pyroext.models import linear_regression as lr
+from pyroext.runs import POSTERIOR_FILE
 
 
 @pytest.fixture(scope="module")

@@ -1,3 +1,6 @@
+"""``run_svi`` against Pyro's SVI: the same trajectories, resuming, minibatches, non-finite
+losses, crashes, convergence and the refusal of bad options."""
+
 import functools
 
 import numpy as np
@@ -15,6 +18,7 @@ from pyro.infer import (
     TraceMeanField_ELBO,
 )
 from pyro.infer.autoguide import AutoDelta, AutoMultivariateNormal, AutoNormal
+from svi_cases import minibatch_regression, regression_data
 from torch.utils.data import DataLoader, TensorDataset
 
 from pyroext.infer import Convergence, NonFiniteLossError, run_svi
@@ -30,12 +34,6 @@ def regression(x, y=None):
         return pyro.sample("obs", dist.Normal(mean, 0.5), obs=y)
 
 
-def minibatch_regression(x, y, size):
-    w = pyro.sample("w", dist.Normal(0.0, 1.0).expand([x.shape[1]]).to_event(1))
-    with pyro.plate("data", size, subsample_size=x.shape[0]):
-        pyro.sample("obs", dist.Normal(x @ w, 0.5), obs=y)
-
-
 @pyro.infer.config_enumerate
 def mixture(data):
     locs = pyro.sample("locs", dist.Normal(0.0, 5.0).expand([2]).to_event(1))
@@ -44,20 +42,12 @@ def mixture(data):
         pyro.sample("obs", dist.Normal(locs[z], 1.0), obs=data)
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 @pytest.fixture
 def data():
-    generator = torch.Generator().manual_seed(1)
-    x = torch.randn(40, 3, generator=generator, dtype=torch.float64)
-    y = x @ torch.tensor([1.0, -1.0, 0.5], dtype=torch.float64) + 0.3
-    return x, y + 0.5 * torch.randn(40, generator=generator, dtype=torch.float64)
+    return regression_data(intercept=0.3)
 
 
 def pyro_trajectory(model, guide, args, loss, steps, seed=0):

@@ -14,7 +14,6 @@ from kernel_targets import (
     GAMMA_NORMAL,
     LOG_Z,
     as_tensor64,
-    grad_log_mixture,
     log_direction_prob,
     log_gamma,
     log_mixture,
@@ -27,9 +26,9 @@ from torch import Tensor
 
 from pyroext.kernels import (
     ConditionalCouplingFlow,
-    DAISState,
+    HamiltonianState,
+    Info,
     LangevinState,
-    MetFlowInfo,
     MetFlowState,
     dais_step,
     log_acceptance,
@@ -48,13 +47,13 @@ def _value_and_grad_gamma(z: Tensor) -> tuple[Tensor, Tensor]:
     return value_and_grad(log_gamma, z)
 
 
-def _annealed_grad(beta: float) -> Callable[[Tensor], Tensor]:
-    """Gradient of the geometric path log(q0^(1 - beta) gamma^beta)."""
+def _annealed(beta: float) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+    """Value and gradient of the geometric path log(q0^(1 - beta) gamma^beta)."""
 
     def log_density(z: Tensor) -> Tensor:
         return (1 - beta) * BASE.log_prob(z) + beta * log_gamma(z)
 
-    return lambda z: value_and_grad(log_density, z)[1]
+    return lambda z: value_and_grad(log_density, z)
 
 
 def _assert_unbiased(log_w: Tensor) -> None:
@@ -82,14 +81,14 @@ def test_dais_weight_is_unbiased(damping):
     mass = as_tensor64([0.7, 1.5])
     torch.manual_seed(0)
     z0 = BASE.sample((NUM_PARTICLES,))
-    state = DAISState(z0, torch.randn(NUM_PARTICLES, 2, dtype=DT) * mass.sqrt())
+    state = HamiltonianState(z0, torch.randn(NUM_PARTICLES, 2, dtype=DT) * mass.sqrt())
     log_w = -BASE.log_prob(z0)
     with torch.no_grad():
         for beta in (0.3, 0.7, 1.0):
             # The annealed targets enter only through the dynamics; the weight needs just the
             # momentum-density increments (leapfrog preserves volume, the refresh is reversible).
             state, info = dais_step(
-                state, _annealed_grad(beta), as_tensor64(0.3), mass, as_tensor64(damping)
+                state, _annealed(beta), as_tensor64(0.3), mass, as_tensor64(damping)
             )
             log_w = log_w + info.log_weight_increment
     _assert_unbiased(log_w + log_gamma(state.position))
@@ -103,7 +102,7 @@ def _metflow_chain(
     state: MetFlowState,
     log_target: Callable[[Tensor], Tensor],
     rule: str,
-) -> tuple[MetFlowState, list[MetFlowInfo]]:
+) -> tuple[MetFlowState, list[Info]]:
     """One MetFlow step per context in METFLOW_CONTEXTS; the final state and each step's info."""
     infos = []
     for u in METFLOW_CONTEXTS:
@@ -215,10 +214,10 @@ def test_dais_pathwise_gradients():
         step_size, damping, mass = theta[0], theta[1], theta[2:]
         torch.manual_seed(3)
         z = sample_mixture(8)
-        state = DAISState(z, torch.randn(8, 2, dtype=DT) * mass.sqrt())
+        state = HamiltonianState(z, torch.randn(8, 2, dtype=DT) * mass.sqrt())
         total = z.new_zeros(8)
         for _ in range(3):
-            state, info = dais_step(state, grad_log_mixture, step_size, mass, damping)
+            state, info = dais_step(state, value_and_grad_mixture, step_size, mass, damping)
             total = total + info.log_weight_increment
         return torch.stack([(state.position * weights).sum(), total.sum()])
 

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from pyroext.kernels import (
     ConditionalCouplingFlow,
-    DAISState,
+    HamiltonianState,
     LangevinState,
     MetFlowState,
     gaussian_momentum_log_prob,
@@ -191,7 +191,9 @@ def test_metflow_without_jacobian_is_detected(rule):
     assert mixture_z_scores(position).abs().max() > 8
 
 
-def _hmc_no_flip_step(state: DAISState, step_size: Tensor, damping: Tensor) -> DAISState:
+def _hmc_no_flip_step(
+    state: HamiltonianState, step_size: Tensor, damping: Tensor
+) -> HamiltonianState:
     """Generalised HMC that keeps (instead of negating) the momentum on rejection: wrong."""
     noise = torch.randn_like(state.momentum) * HMC_MASS.sqrt()
     momentum = damping * state.momentum + (1 - damping**2).sqrt() * noise
@@ -205,15 +207,15 @@ def _hmc_no_flip_step(state: DAISState, step_size: Tensor, damping: Tensor) -> D
         - gaussian_momentum_log_prob(momentum, HMC_MASS)
     )
     keep = (torch.rand_like(log_ratio).log() < log_acceptance(log_ratio, "mh")[0]).unsqueeze(-1)
-    return DAISState(
+    return HamiltonianState(
         torch.where(keep, position, state.position), torch.where(keep, proposal, momentum)
     )
 
 
-def _hmc_initial_state() -> DAISState:
+def _hmc_initial_state() -> HamiltonianState:
     torch.manual_seed(0)
     z = sample_mixture(NUM_CHAINS)
-    return DAISState(z, torch.randn(NUM_CHAINS, 2, dtype=DT) * HMC_MASS.sqrt())
+    return HamiltonianState(z, torch.randn(NUM_CHAINS, 2, dtype=DT) * HMC_MASS.sqrt())
 
 
 @pytest.mark.parametrize(("damping", "rule"), [(0.0, "mh"), (0.7, "mh"), (0.7, "barker")])
@@ -223,8 +225,7 @@ def test_hmc_leaves_target_and_momentum_invariant(damping, rule):
         for _ in range(NUM_STEPS):
             state, info = hmc_step(
                 state,
-                log_mixture,
-                grad_log_mixture,
+                value_and_grad_mixture,
                 as_tensor64(0.8),
                 HMC_MASS,
                 as_tensor64(damping),

@@ -149,7 +149,7 @@ class CompiledELBO:
 
         ``repeat > 1`` runs that many steps with their updates in one graph (the loss is then
         ``(repeat,)``): one call instead of ``repeat``, for a compile time that grows with
-        ``repeat`` (``benchmarks/compiled_svi.py`` measures what it gives).
+        ``repeat`` (benchmarks/RESULTS.md records what it gives).
 
         Raises:
             ValueError: For ``repeat > 1`` where the update cannot be in the graph.

@@ -98,7 +98,7 @@ class FusedAdam:
                     for param, grad, state, options in zip(
                         wanted, grads, states, hyper, strict=True
                     ):
-                        adam_(param, grad, *state, *options)
+                        adam_(param, grad, state, options)
                 losses.append(loss)
             return [*losses, *program.buffers.read()]
 
@@ -118,6 +118,24 @@ class FusedAdam:
         if self._layout is None or self._layout[0] != key:
             self._layout = key, _Layout.of(optimizer, params)
         return self._layout[1]
+
+
+class AdamHyperparameters(NamedTuple):
+    """The options of one parameter group of ``torch.optim.Adam``.
+
+    Fields:
+        lr: Learning rate.
+        beta1: Decay rate of the first-moment estimate.
+        beta2: Decay rate of the second-moment estimate.
+        eps: Added to the denominator for numerical stability.
+        weight_decay: L2 penalty, added to the gradient.
+    """
+
+    lr: float
+    beta1: float
+    beta2: float
+    eps: float
+    weight_decay: float
 
 
 class _Layout(NamedTuple):
@@ -141,10 +159,12 @@ class _Layout(NamedTuple):
             return None
         return cls(groups, [tuple(state[p][k] for k in STATE) for p in params])
 
-    def hyperparameters(self) -> tuple[tuple[float, ...], ...]:
-        """Each parameter's ``(lr, beta1, beta2, eps, weight_decay)``, read at every step (a
-        schedule changes them)."""
-        return tuple((g["lr"], *g["betas"], g["eps"], g["weight_decay"]) for g in self.groups)
+    def hyperparameters(self) -> tuple[AdamHyperparameters, ...]:
+        """Each parameter's hyperparameters, read at every step (a schedule changes them)."""
+        return tuple(
+            AdamHyperparameters(g["lr"], *g["betas"], g["eps"], g["weight_decay"])
+            for g in self.groups
+        )
 
 
 def _inputs(
@@ -187,16 +207,20 @@ def _restored(tensors: list[Tensor]) -> Iterator[None]:
 def adam_(
     param: Tensor,
     grad: Tensor,
-    exp_avg: Tensor,
-    exp_avg_sq: Tensor,
-    step: Tensor,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
+    state: tuple[Tensor, Tensor, Tensor],
+    options: AdamHyperparameters,
 ) -> None:
-    """torch.optim.Adam's single-tensor update of one parameter, in place."""
+    """torch.optim.Adam's single-tensor update of one parameter, in place.
+
+    Arguments:
+        param: The parameter, updated in place.
+        grad: Its gradient.
+        state: The optimiser's ``(exp_avg, exp_avg_sq, step)`` of the parameter, updated in
+            place.
+        options: The hyperparameters of the parameter's group.
+    """
+    exp_avg, exp_avg_sq, step = state
+    lr, beta1, beta2, eps, weight_decay = options
     step.add_(1)
     count = step.to(param.dtype)  # torch's Adam takes the step count as a Python float
     if weight_decay:

@@ -20,6 +20,7 @@ from pyroext.models.bnn.export import LAYER_STATISTICS
 from pyroext.models.bnn.job import BNN_GUIDES, BNN_PRIORS, fit_bnn
 
 OUTPUT_FILES = {
+    "manifest.json",
     "summary.csv",
     "layers.csv",
     "loss.png",
@@ -154,7 +155,7 @@ def test_short_fit_writes_every_output(data: str, tmp_path: Path) -> None:
     task, hidden, guide, prior, sizes, exported = FITS[data]
     out = tmp_path / "run"
     fit = fit_bnn(
-        guide,
+        guide=guide,
         task=task,
         data=data,
         hidden=hidden,
@@ -180,6 +181,11 @@ def test_short_fit_writes_every_output(data: str, tmp_path: Path) -> None:
     checkpoint = load_checkpoint(out / "checkpoint.pt")
     assert checkpoint["step"] == 3
     np.testing.assert_allclose(checkpoint["losses"], fit.result.losses)
+    assert_layer_table(out, hidden, sizes, exported)
+    assert_exported_posterior(out, fit, task, data, sizes, exported)
+
+
+def assert_layer_table(out: Path, hidden: tuple, sizes: list, exported: list) -> None:
     layers = pd.read_csv(out / "layers.csv", index_col="layer")
     assert list(layers.columns) == list(LAYER_STATISTICS)
     assert list(layers.index) == [
@@ -189,6 +195,11 @@ def test_short_fit_writes_every_output(data: str, tmp_path: Path) -> None:
     ]
     assert layers["num_weights"].tolist() == sizes
     assert layers["num_exported"].tolist() == exported
+
+
+def assert_exported_posterior(
+    out: Path, fit, task: str, data: str, sizes: list, exported: list
+) -> None:
     tree = xr.open_datatree(out / "posterior.nc", engine="h5netcdf")
     posterior = tree["posterior"]
     assert posterior.attrs["thinned"].startswith(f"{sum(exported)} of {sum(sizes)} weights")
@@ -242,7 +253,7 @@ def test_epochs_set_the_number_of_steps(epochs: int, batch_size: int, steps: int
 def test_bad_options_are_refused_before_training(
     options: dict, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("pyroext.models.bnn.job.run_svi", lambda *_, **__: pytest.fail("trained"))
+    monkeypatch.setattr("pyroext.minibatch.run_svi", lambda *_, **__: pytest.fail("trained"))
     out = tmp_path / "run"
     with pytest.raises(ValueError, match=message):
         fit_bnn(**options, out=out, progress=False)
@@ -283,7 +294,7 @@ def test_command_line_refuses_bad_options(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("pyroext.models.bnn.job.run_svi", lambda *_, **__: pytest.fail("trained"))
+    monkeypatch.setattr("pyroext.minibatch.run_svi", lambda *_, **__: pytest.fail("trained"))
     with pytest.raises(SystemExit) as exit_info:
         main([*argv, "--out", str(tmp_path / "run"), "--no-progress"])
     assert exit_info.value.code == 2

@@ -116,7 +116,7 @@ def test_diagnose_a_gmm_posterior(tmp_path):
 
 
 def test_fit_gmm_with_the_mean_field_guide():
-    fit = fit_gmm("mean-field", k=2, steps=200, progress=False)
+    fit = fit_gmm(guide="mean-field", k=2, steps=200, progress=False)
     assert fit.lppd <= fit.em.log_likelihood + 1.0
     assert fit.elbo < fit.lppd
     assert fit.tree["posterior"]["weights"].shape == (1, 1000, 2)

@@ -32,7 +32,7 @@ def outcome(guide, dataset):
     """Fits once per (guide, dataset); draws are taken at once, before another fit reuses
     the global param store that Pyro autoguides read their parameters from."""
     if (guide, dataset) not in _outcomes:
-        fit = fit_linear_regression(guide, data=dataset, progress=False, seed=0)
+        fit = fit_linear_regression(guide=guide, data=dataset, progress=False, seed=0)
         pyro.set_rng_seed(1)
         x = DATASETS[dataset](dtype=torch.float64).x
         sites = Predictive(

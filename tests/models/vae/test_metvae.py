@@ -150,5 +150,6 @@ def test_identity_flow_starts_as_the_base_guide():
     with torch.no_grad():
         trace = poutine.trace(vae.guide).get_trace(IMAGE)
     assert torch.equal(trace.nodes["z"]["value"], trace.nodes["z0"]["value"])
-    assert vae.acceptance_rate.shape == (3,)
-    assert torch.allclose(vae.acceptance_rate, torch.full((3,), 0.5, dtype=F64))
+    rates = vae.sample_stats["acceptance_rate"]
+    assert rates.shape == (1, 3)
+    assert torch.allclose(rates, torch.full((1, 3), 0.5, dtype=F64))

@@ -79,7 +79,7 @@ def test_fit_metvae_on_mnist_files(mnist_root):
     ],
 )
 def test_bad_options_are_refused_before_training(options, message, monkeypatch):
-    monkeypatch.setattr("pyroext.models.vae.job.run_svi", lambda *_, **__: pytest.fail("trained"))
+    monkeypatch.setattr("pyroext.minibatch.run_svi", lambda *_, **__: pytest.fail("trained"))
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         fit_vae(**options)
 

@@ -1,0 +1,111 @@
+"""``pyroext fit <model>``: one subcommand per registered job, its options read off the job's
+configuration dataclass, so that ``--help`` lists only what applies to that model."""
+
+__all__ = ["add_fit_commands", "fit_config", "other_jobs_option", "positive_int"]
+
+import argparse
+import dataclasses
+import types
+import typing
+from typing import Any
+
+from pyroext.cli.registry import JOBS
+from pyroext.jobs import Job, RunConfig
+
+
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not an integer >= 1")
+    return value
+
+
+def add_fit_commands(commands: Any) -> None:
+    """Adds ``fit`` with one subcommand per job to ``commands`` (an ``add_subparsers`` result)."""
+    fit = commands.add_parser("fit", help="fit a zoo model with SVI and write a run folder")
+    models = fit.add_subparsers(dest="model", required=True, metavar="MODEL")
+    for job in JOBS.values():
+        parser = models.add_parser(job.name, help=job.help, description=job.help)
+        for field in _options(job.config):
+            parser.add_argument(*_flag(field), **_argument(field))
+        if job.distributed:
+            parser.add_argument(
+                "--nproc-per-node",
+                type=positive_int,
+                default=1,
+                help="data-parallel processes on this machine, one per GPU with --device cuda",
+            )
+
+
+def fit_config(args: argparse.Namespace, distributed: bool) -> RunConfig:
+    """The configuration of ``args.model``'s job from the parsed options.
+
+    Arguments:
+        args: The parsed command line; options not given keep the configuration's defaults.
+        distributed: Whether this process is one of ``torchrun``'s.
+    """
+    job = JOBS[args.model]
+    given = {
+        field.name: getattr(args, field.name)
+        for field in dataclasses.fields(job.config)
+        if hasattr(args, field.name)
+    }
+    given.setdefault("out", f"runs/{job.name}-{given.get('guide', _default_guide(job))}")
+    if distributed:
+        given["distributed"] = True
+    return job.config(**given)
+
+
+def other_jobs_option(model: str, word: str) -> str | None:
+    """The option ``word`` names if another job takes it (so the message can say that it does
+    not apply to ``model``), else None."""
+    flag = word.split("=")[0]
+    if flag == "--nproc-per-node":
+        return "--nproc-per-node (torchrun)"
+    for job in JOBS.values():
+        names = {_flag(field)[0] for field in dataclasses.fields(job.config)}
+        if job.name != model and flag in names:
+            return flag
+    return None
+
+
+def _default_guide(job: Job) -> str:
+    return next(field.default for field in dataclasses.fields(job.config) if field.name == "guide")
+
+
+def _flag(field: dataclasses.Field) -> tuple[str, ...]:
+    return ("--" + field.name.replace("_", "-"),)
+
+
+def _argument(field: dataclasses.Field) -> dict[str, Any]:
+    """``add_argument`` keywords: a flag pair for booleans, the type read off the annotation,
+    and no default, so that an option not given keeps the configuration's own."""
+    extra = dict(field.metadata["argparse"])
+    help = field.metadata["help"]
+    if field.default is not None and "default" not in help:
+        help += f" (default {field.default})"
+    keywords: dict[str, Any] = {"help": help.replace("%", "%%"), "default": argparse.SUPPRESS}
+    kinds = _kinds(field.type)
+    if bool in kinds:
+        keywords["action"] = argparse.BooleanOptionalAction
+    elif "type" not in extra:
+        keywords["type"] = positive_int if int in kinds else (float if float in kinds else str)
+    return {**keywords, **extra}
+
+
+def _options(config: type[RunConfig]) -> list[dataclasses.Field]:
+    """The fields the command line offers, the model's own before those its bases share."""
+    bases = [base for base in config.__mro__ if dataclasses.is_dataclass(base)]
+    declared = [{field.name for field in dataclasses.fields(base)} for base in bases]
+    offered = [field for field in dataclasses.fields(config) if field.metadata.get("cli")]
+    return sorted(offered, key=lambda field: sum(field.name in names for names in declared))
+
+
+def _kinds(annotation: Any) -> set[Any]:
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return set(typing.get_args(annotation))
+    return {annotation}
