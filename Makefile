@@ -53,7 +53,7 @@ test: lint
 BENCH_ARGS ?= --quick
 MNIST_DIR ?= ../shared/data
 BENCHMARKS := runner_overhead gmm mcmc_guides mode_capturing compiled_svi compiled_scaling \
-  compiled_dais bnn_quality
+  compiled_dais bnn_quality mcmc_defaults dais_spread
 MNIST_BENCHMARKS := vae_overhead vae_quality bnn_overhead distributed_throughput
 
 bench: $(STAMP)
