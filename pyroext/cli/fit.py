@@ -10,7 +10,7 @@ import typing
 from typing import Any
 
 from pyroext.cli.registry import JOBS
-from pyroext.jobs import Job, RunConfig
+from pyroext.jobs import RunConfig
 
 
 def positive_int(text: str) -> int:
@@ -54,10 +54,12 @@ def fit_config(args: argparse.Namespace, distributed: bool) -> RunConfig:
         for field in dataclasses.fields(job.config)
         if hasattr(args, field.name)
     }
-    given.setdefault("out", f"runs/{job.name}-{given.get('guide', _default_guide(job))}")
     if distributed:
         given["distributed"] = True
-    return job.config(**given)
+    config = job.config(**given)
+    if config.out is None:
+        config = dataclasses.replace(config, out=f"runs/{job.name}-{config.guide}")
+    return config
 
 
 def other_jobs_option(model: str, word: str) -> str | None:
@@ -67,14 +69,10 @@ def other_jobs_option(model: str, word: str) -> str | None:
     if flag == "--nproc-per-node":
         return "--nproc-per-node (torchrun)"
     for job in JOBS.values():
-        names = {_flag(field)[0] for field in dataclasses.fields(job.config)}
+        names = {_flag(field)[0] for field in _options(job.config)}
         if job.name != model and flag in names:
             return flag
     return None
-
-
-def _default_guide(job: Job) -> str:
-    return next(field.default for field in dataclasses.fields(job.config) if field.name == "guide")
 
 
 def _flag(field: dataclasses.Field) -> tuple[str, ...]:
