@@ -1,6 +1,9 @@
 """The Gaussian base ``q_0`` of the MCMC-in-guide guides: its parameters, law and whitening."""
 
-__all__ = ["BASE_DISTS", "GaussianBase"]
+__all__ = ["BASE_DISTS", "BASE_TRAINING", "GaussianBase", "check_base_options", "own_elbo_term"]
+
+import contextlib
+from collections.abc import Callable, Iterator
 
 import pyro.distributions as dist
 import torch
@@ -9,6 +12,7 @@ from pyro.nn import PyroParam
 from torch import Tensor, nn
 
 BASE_DISTS = ("diagonal", "cholesky")
+BASE_TRAINING = ("own", "joint")
 
 
 class GaussianBase:
@@ -19,12 +23,34 @@ class GaussianBase:
     :class:`~pyro.infer.autoguide.AutoMultivariateNormal`). Kernels move in its whitened
     coordinates ``A^-1 (z - loc)``, where ``q_0`` is standard normal, so their step sizes are
     in units of ``q_0``'s scale, which shrinks with the posterior during training.
+    Inside :meth:`detached_base` every use of ``q_0`` sees its parameters as constants.
     """
 
     base_dist: str
     loc: Tensor
     scale: Tensor
     scale_tril: Tensor
+    _base_detached: bool = False
+
+    @contextlib.contextmanager
+    def detached_base(self) -> Iterator[None]:
+        """Within it, ``q_0``'s law and whitening carry no gradient to its parameters."""
+        self._base_detached = True
+        try:
+            yield
+        finally:
+            self._base_detached = False
+
+    def _base_loc(self) -> Tensor:
+        return self.loc.detach() if self._base_detached else self.loc
+
+    def _base_factor(self) -> Tensor:
+        """``A``: the scale vector (diagonal) or the lower-triangular factor (cholesky)."""
+        if self.base_dist == "cholesky":
+            factor = self.scale.unsqueeze(-1) * self.scale_tril
+        else:
+            factor = self.scale
+        return factor.detach() if self._base_detached else factor
 
     def _setup_base(self, init_loc: Tensor, init_scale: float) -> None:
         self.loc = nn.Parameter(init_loc)
@@ -38,21 +64,46 @@ class GaussianBase:
     def base_distribution(self) -> dist.TorchDistribution:
         """The base ``q_0`` over the flattened unconstrained latents."""
         if self.base_dist == "cholesky":
-            return dist.MultivariateNormal(self.loc, scale_tril=self._base_tril())
-        return dist.Normal(self.loc, self.scale).to_event(1)
-
-    def _base_tril(self) -> Tensor:
-        return self.scale.unsqueeze(-1) * self.scale_tril
+            return dist.MultivariateNormal(self._base_loc(), scale_tril=self._base_factor())
+        return dist.Normal(self._base_loc(), self._base_factor()).to_event(1)
 
     def _whiten(self, z: Tensor) -> Tensor:
         """``A^-1 (z - loc)``: standard normal under ``q_0``."""
+        centred, factor = z - self._base_loc(), self._base_factor()
         if self.base_dist == "cholesky":
-            centred = (z - self.loc).unsqueeze(-1)
-            return torch.linalg.solve_triangular(self._base_tril(), centred, upper=False)[..., 0]
-        return (z - self.loc) / self.scale
+            white = torch.linalg.solve_triangular(factor, centred.unsqueeze(-1), upper=False)
+            return white[..., 0]
+        return centred / factor
 
     def _unwhiten(self, white: Tensor) -> Tensor:
         """``loc + A white``, the inverse of :meth:`_whiten`."""
         if self.base_dist == "cholesky":
-            return self.loc + (self._base_tril() @ white.unsqueeze(-1))[..., 0]
-        return self.loc + self.scale * white
+            return self._base_loc() + (self._base_factor() @ white.unsqueeze(-1))[..., 0]
+        return self._base_loc() + self._base_factor() * white
+
+
+def check_base_options(base_dist: str, base_training: str, init_scale: float) -> None:
+    """Checks the base's options of an MCMC-in-guide guide.
+
+    Raises:
+        ValueError: Naming the first invalid option and its valid values.
+    """
+    if base_dist not in BASE_DISTS:
+        raise ValueError(f"base_dist={base_dist!r} must be one of {', '.join(BASE_DISTS)}")
+    if base_training not in BASE_TRAINING:
+        raise ValueError(
+            f"base_training={base_training!r} must be one of {', '.join(BASE_TRAINING)}"
+        )
+    if not init_scale > 0:
+        raise ValueError(f"init_scale={init_scale!r} must be > 0")
+
+
+def own_elbo_term(
+    z0: Tensor, base: dist.Distribution, log_joint: Callable[[Tensor], Tensor]
+) -> Tensor:
+    """Zero-valued, with the gradient of the base's own ELBO integrand ``log p(z_0) - log
+    q_0(z_0)`` at reparameterised draws ``z0``: subtracted from a guide's log density, it
+    trains the base as the K = 0 guide is trained, while the steps start from detached draws.
+    """
+    own = log_joint(z0) - base.log_prob(z0)
+    return own - own.detach()

@@ -61,6 +61,8 @@ class AutoDAIS(AutoMarkovGuide):
         gamma_init: Initial momentum damping, in (0, 1).
         init_loc_fn: Per-site initialisation of the base mean.
         init_scale: Initial base standard deviation, > 0.
+        base_training: ``"joint"`` (the default: the base trained with the steps, as in the
+            DAIS paper) or ``"own"``; see :class:`~pyroext.guides.AutoMarkovGuide`.
         compile_target: Evaluate the target compiled (see
             :class:`~pyroext.guides.AutoMarkovGuide`): ``"auto"``, ``True`` or ``False``.
 
@@ -89,6 +91,7 @@ class AutoDAIS(AutoMarkovGuide):
         gamma_init: float = 0.9,
         init_loc_fn: Callable[..., Tensor] = init_to_median,
         init_scale: float = 0.1,
+        base_training: str = "joint",
         compile_target: bool | str = "auto",
     ) -> None:
         _check_options(eta_init, eta_max, gamma_init)
@@ -98,6 +101,7 @@ class AutoDAIS(AutoMarkovGuide):
             base_dist=base_dist,
             init_loc_fn=init_loc_fn,
             init_scale=init_scale,
+            base_training=base_training,
             compile_target=compile_target,
         )
         self.eta_init = float(eta_init)

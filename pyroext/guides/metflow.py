@@ -1,6 +1,6 @@
 """AutoMetFlow: a Gaussian guide enriched by MetFlow steps (MH moves proposed by a flow)."""
 
-__all__ = ["FLOW_INITS", "AutoMetFlow"]
+__all__ = ["FLOW_INITS", "REVERSE_MODELS", "AutoMetFlow"]
 
 import math
 from collections.abc import Callable
@@ -14,11 +14,17 @@ from torch import Tensor, nn
 from pyroext.checks import check_counts
 from pyroext.guides.markov import AutoMarkovGuide
 from pyroext.guides.transport import Transport, acceptance_stats
-from pyroext.kernels import ConditionalCouplingFlow, metflow_chain, whitened_moves
+from pyroext.kernels import (
+    ConditionalCouplingFlow,
+    fixed_reverse_logits,
+    metflow_chain,
+    whitened_moves,
+)
 from pyroext.kernels.acceptance import ACCEPTANCE_RULES
 from pyroext.kernels.coupling import Bijection
 
 FLOW_INITS = ("identity", "random")
+REVERSE_MODELS = ("learned", "fixed")
 
 
 class AutoMetFlow(AutoMarkovGuide):
@@ -28,12 +34,19 @@ class AutoMetFlow(AutoMarkovGuide):
     a RealNVP flow conditioned on innovation noise ``u_k`` drawn once at setup (MetFlow's
     "fixed" pseudo-random noise), and accepts it with the Barker or MH probability. Given the
     noise, ``z_0 -> z_K`` is piecewise a diffeomorphism, so the extended-space density is
-    exact. The bound is the MetFlow authors' one, with reverse model
-    ``r(v, b | z_K) = prod_k P(v_k) / 2``:
+    exact. The bound is the MetFlow authors' one with a reverse model
+    ``r(v, b | z_K) = prod_k r_k(v_k, b_k)`` over each step's direction ``v_k`` and outcome
+    ``b_k``:
 
     .. math:: \mathcal{L} = \mathbb{E}\Big[\log p(x, z_K) - \log q_0(z_0)
-              + \sum_k \log|\det J_k| - \sum_k \log P(b_k \mid v_k, z_{k-1})
-              - K \log 2\Big] \le \log p(x).
+              + \sum_k \log|\det J_k| - \sum_k \log P(v_k, b_k \mid z_{k-1})
+              + \sum_k \log r_k(v_k, b_k)\Big] \le \log p(x).
+
+    The authors fix ``r_k(v, b) = P(v) / 2``, which costs ``log 2`` per step wherever the
+    outcome is certain: a chain whose proposals are all rejected is then ``K log 2`` below its
+    own base. The default learns ``r_k`` (four logits per step, started at the fixed model), so
+    a step costs only what its outcome tells beyond ``r_k``, and a step that never moves costs
+    nothing.
 
     The accept/reject and direction choices are not reparameterisable: their REINFORCE
     gradient is added inside the guide's density, each step's choices weighted by the rewards
@@ -54,9 +67,15 @@ class AutoMetFlow(AutoMarkovGuide):
             below the base's) or ``"random"`` (PyTorch's default initialisation, as in the
             authors' code: random initial jumps find more modes of a multimodal posterior;
             3.0 instead of 2.0 of 8 modes in ``benchmarks/mode_capturing.py`` at d = 5).
+        reverse_model: ``"learned"`` (per-step reverse probabilities, trained with the bound)
+            or ``"fixed"`` (the authors' ``P(v) / 2``).
         base_dist: ``"diagonal"`` or ``"cholesky"``.
         init_loc_fn: Per-site initialisation of the base mean.
         init_scale: Initial base standard deviation, > 0.
+        base_training: ``"own"`` (the default: the base is trained on its own ELBO and the
+            steps improve on it, so that one-particle score noise cannot drag the base off
+            its optimum) or ``"joint"`` (the authors' way); see
+            :class:`~pyroext.guides.AutoMarkovGuide`.
         compile_target: Evaluate the target compiled (see
             :class:`~pyroext.guides.AutoMarkovGuide`): ``"auto"``, ``True`` or ``False``.
 
@@ -81,18 +100,25 @@ class AutoMetFlow(AutoMarkovGuide):
         hidden_dim: int | None = None,
         init_direction_prob: float = 0.5,
         flow_init: str = "identity",
+        reverse_model: str = "learned",
         base_dist: str = "diagonal",
         init_loc_fn: Callable[..., Tensor] = init_to_median,
         init_scale: float = 0.1,
+        base_training: str = "own",
         compile_target: bool | str = "auto",
     ) -> None:
         _check_options(acceptance, num_couplings, hidden_dim, flow_init, init_direction_prob)
+        if reverse_model not in REVERSE_MODELS:
+            raise ValueError(
+                f"reverse_model={reverse_model!r} must be one of {', '.join(REVERSE_MODELS)}"
+            )
         super().__init__(
             model,
             K=K,
             base_dist=base_dist,
             init_loc_fn=init_loc_fn,
             init_scale=init_scale,
+            base_training=base_training,
             compile_target=compile_target,
         )
         self.acceptance = acceptance
@@ -100,6 +126,7 @@ class AutoMetFlow(AutoMarkovGuide):
         self.hidden_dim = hidden_dim
         self.init_direction_prob = float(init_direction_prob)
         self.flow_init = flow_init
+        self.reverse_model = reverse_model
 
     def _setup_kernel(self) -> None:
         like = {"dtype": self.loc.dtype, "device": self.loc.device}
@@ -110,6 +137,8 @@ class AutoMetFlow(AutoMarkovGuide):
         self.register_buffer("innovation", torch.randn(self.K, dim, **like))
         logit = math.log(self.init_direction_prob / (1 - self.init_direction_prob))
         self.direction_logit = nn.Parameter(torch.tensor(logit, **like))
+        if self.reverse_model == "learned":
+            self.reverse_logits = nn.Parameter(fixed_reverse_logits(logit, self.K).to(**like))
 
     def moves(self) -> list[tuple[Bijection, Bijection]]:
         """Per step, the proposal maps ``T_{u_k}`` and ``T_{u_k}^{-1}`` in ``q_0``'s whitened
@@ -120,7 +149,10 @@ class AutoMetFlow(AutoMarkovGuide):
     def _transport(
         self, z0: Tensor, base: dist.Distribution, log_joint: Callable[[Tensor], Tensor]
     ) -> Transport:
-        chain = metflow_chain(z0, log_joint, self.moves(), self.direction_logit, self.acceptance)
+        reverse = getattr(self, "reverse_logits", None)
+        chain = metflow_chain(
+            z0, log_joint, self.moves(), self.direction_logit, self.acceptance, reverse
+        )
         elbo = chain.state.log_density - base.log_prob(z0) - chain.log_density
         return Transport.from_chain(chain, {**acceptance_stats(chain.info), "log_weight": elbo})
 

@@ -17,6 +17,7 @@ __all__ = [
     "MarkovKernel",
     "MetFlowState",
     "dais_step",
+    "fixed_reverse_logits",
     "gaussian_momentum_log_prob",
     "hamiltonian_chain",
     "hamiltonian_init",
@@ -52,7 +53,13 @@ from pyroext.kernels.hamiltonian import (
     leapfrog,
 )
 from pyroext.kernels.langevin import MALA, ULA, LangevinState, langevin_init, mala_step, ula_step
-from pyroext.kernels.metflow import METFLOW, MetFlowState, metflow_init, metflow_step
+from pyroext.kernels.metflow import (
+    METFLOW,
+    MetFlowState,
+    fixed_reverse_logits,
+    metflow_init,
+    metflow_step,
+)
 
 KERNELS: dict[str, MarkovKernel] = {
     "dais": DAIS,

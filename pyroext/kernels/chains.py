@@ -51,6 +51,7 @@ def metflow_chain(
     moves: Sequence[tuple[Bijection, Bijection]],
     direction_logit: Tensor,
     acceptance: str,
+    reverse_logits: Tensor | None = None,
 ) -> Chain:
     """``len(moves)`` MetFlow steps (see :func:`~pyroext.kernels.metflow_step`).
 
@@ -63,15 +64,20 @@ def metflow_chain(
         moves: Per step, the flow and its inverse (:func:`~pyroext.kernels.whitened_moves`).
         direction_logit: Logit of proposing the forward map.
         acceptance: ``"barker"`` or ``"mh"``.
+        reverse_logits: Per step, the reverse model's logits ``(K, 4)`` (see
+            :func:`~pyroext.kernels.metflow_step`), or ``None`` for the authors' fixed one.
 
     Returns:
         The :class:`Chain`; ``state.log_density`` is the target at ``z_K``.
     """
     state = metflow_init(position, target)
     infos, rewards = [], []
-    for forward, inverse in moves:
+    for step, (forward, inverse) in enumerate(moves):
         start = state.log_density
-        state, info = metflow_step(state, target, forward, inverse, direction_logit, acceptance)
+        reverse = None if reverse_logits is None else reverse_logits[step]
+        state, info = metflow_step(
+            state, target, forward, inverse, direction_logit, acceptance, reverse
+        )
         infos.append(info)
         rewards.append(state.log_density - start + info.log_weight_increment)
     info = stack_infos(infos)

@@ -1,6 +1,6 @@
 """The MetFlow kernel: a Metropolis-Hastings step whose proposal is an invertible flow."""
 
-__all__ = ["METFLOW", "MetFlowState", "metflow_init", "metflow_step"]
+__all__ = ["METFLOW", "MetFlowState", "fixed_reverse_logits", "metflow_init", "metflow_step"]
 
 import math
 from collections.abc import Callable
@@ -40,6 +40,7 @@ def metflow_step(
     flow_inverse: Bijection,
     direction_logit: Tensor,
     acceptance: str = "barker",
+    reverse_logits: Tensor | None = None,
 ) -> tuple[MetFlowState, Info]:
     r"""One MetFlow step on a batch of chains.
 
@@ -53,8 +54,11 @@ def metflow_step(
     A move ``T`` is undone by ``T^-1``, chosen with probability ``1 - p``, so for a fixed flow
     the kernel is reversible with respect to the target. The noise the flow is conditioned
     on (MetFlow's pseudo-random innovation) is part of ``flow``. The info's
-    ``log_weight_increment`` is ``log|det| - log P(v, b | z) + log r(v, b)`` with the MetFlow
-    authors' reverse model ``r(v, b) = P(v) / 2``.
+    ``log_weight_increment`` is ``log|det| - log P(v, b | z) + log r(v, b)`` with the reverse
+    model ``r`` over the step's four outcomes: the MetFlow authors' ``r(v, b) = P(v) / 2``, or a
+    learned one (``reverse_logits``). Any ``r`` gives a valid bound; the fixed one loses up to
+    ``log 2`` against the exact marginal (all of it where the chains never move), a learned
+    one only the information the outcome carries beyond what ``r`` predicts.
 
     Arguments:
         state: Current state.
@@ -63,6 +67,9 @@ def metflow_step(
         flow_inverse: ``z -> (T^-1(z), log|det dT^-1/dz|)``.
         direction_logit: Logit of the probability of proposing ``T``, a scalar tensor.
         acceptance: ``"barker"`` or ``"mh"``.
+        reverse_logits: Unnormalised log-probabilities ``(4,)`` of the reverse model's
+            outcomes (forward accepted, forward rejected, inverse accepted, inverse rejected);
+            ``None`` for ``P(v) / 2``.
 
     Returns:
         The new state and the step's :class:`~pyroext.kernels.Info`.
@@ -93,15 +100,31 @@ def metflow_step(
     )
     log_jacobian = torch.where(accepted, ldj, torch.zeros_like(ldj))
     log_prob_choice = log_p_chosen + torch.where(accepted, log_accept, log_reject)
+    if reverse_logits is None:
+        log_reverse = log_p_chosen - math.log(2)
+    else:
+        outcome = 2 * (~forward).long() + (~accepted).long()
+        log_reverse = torch.log_softmax(reverse_logits, -1)[outcome]
     info = Info(
         accepted=accepted,
         acceptance_prob=log_accept.detach().exp(),
         log_prob_choice=log_prob_choice,
-        log_weight_increment=log_jacobian - log_prob_choice + log_p_chosen - math.log(2),
+        log_weight_increment=log_jacobian - log_prob_choice + log_reverse,
         log_jacobian=log_jacobian,
         forward=forward,
     )
     return new_state, info
+
+
+def fixed_reverse_logits(direction_logit: float, steps: int) -> Tensor:
+    """Reverse-model logits ``(steps, 4)`` equal to the authors' ``P(v) / 2`` at a direction
+    logit: a learned reverse model's start, where its bound is the fixed one's."""
+    log_p_plus, log_p_minus = (
+        -math.log1p(math.exp(-direction_logit)),
+        -math.log1p(math.exp(direction_logit)),
+    )
+    row = torch.tensor([log_p_plus, log_p_plus, log_p_minus, log_p_minus]) - math.log(2)
+    return row.expand(steps, 4).clone()
 
 
 METFLOW = MarkovKernel(metflow_init, metflow_step, uses_gradient=False, invariant=True)

@@ -195,7 +195,7 @@ def test_pathwise_gradient_matches_finite_differences(guide_class):
     """With the seed fixed, DAIS's surrogate is a smooth function of every parameter; for
     MetFlow the check covers the base mean, whose moves do not flip accept decisions."""
     x, y = correlated_regression(10)
-    guide = guide_class(regression, K=2, init_scale=0.3)
+    guide = guide_class(regression, K=2, init_scale=0.3, base_training="joint")
     guide(x, y)
     elbo = Trace_ELBO(num_particles=8, vectorize_particles=True, max_plate_nesting=1)
     parameter = guide.loc if guide_class is AutoMetFlow else guide.mass_matrix_unconstrained
@@ -213,6 +213,32 @@ def test_pathwise_gradient_matches_finite_differences(guide_class):
         down = loss().item()
         parameter.data[0] += step
     assert grad[0].item() == pytest.approx((up - down) / (2 * step), rel=1e-5, abs=1e-7)
+
+
+@pytest.mark.parametrize("base_dist", sorted(BASES))
+@pytest.mark.parametrize("guide_class", MCMC_GUIDES)
+def test_base_trained_on_its_own_gets_the_base_guides_gradient(guide_class, base_dist):
+    """With ``base_training="own"`` the base's parameters get exactly the gradient the K = 0
+    guide gets from the same draws (the steps come after the base draw in the random stream),
+    and the steps' parameters still get the guide's bound's."""
+    x, y = correlated_regression(10)
+    elbo = Trace_ELBO(num_particles=8, vectorize_particles=True, max_plate_nesting=1)
+    gradients = []
+    for K in (0, 2):
+        guide = guide_class(regression, K=K, base_dist=base_dist, base_training="own")
+        guide(x, y)
+        pyro.set_rng_seed(3)
+        loss = elbo.differentiable_loss(regression, guide, x, y)
+        base = [guide.loc, guide.scale_unconstrained]
+        if base_dist == "cholesky":
+            base.append(guide.scale_tril_unconstrained)
+        gradients.append(torch.autograd.grad(loss, base, retain_graph=True))
+    for alone, with_steps in zip(*gradients, strict=True):
+        assert alone.abs().max() > 0
+        torch.testing.assert_close(with_steps, alone, rtol=1e-5, atol=1e-6)
+    steps = [p for n, p in guide.named_parameters() if not n.startswith(("loc", "scale"))]
+    step_gradients = torch.autograd.grad(loss, steps, allow_unused=True)
+    assert any(g is not None and g.abs().max() > 0 for g in step_gradients)
 
 
 @pytest.mark.parametrize("guide_class", MCMC_GUIDES)
@@ -307,6 +333,8 @@ def test_model_that_cannot_broadcast_chains_is_evaluated_per_chain():
         (AutoMetFlow, {"hidden_dim": 0}, "hidden_dim=0 must be >= 1"),
         (AutoMetFlow, {"init_direction_prob": 1.0}, r"init_direction_prob=1.0 must be in"),
         (AutoMetFlow, {"flow_init": "zeros"}, "flow_init='zeros' must be one of identity, random"),
+        (AutoMetFlow, {"reverse_model": "exact"}, "reverse_model='exact' must be one of learned"),
+        (AutoDAIS, {"base_training": "alone"}, "base_training='alone' must be one of own, joint"),
     ],
 )
 def test_bad_options_are_named(guide_class, options, message):

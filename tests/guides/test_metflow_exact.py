@@ -38,14 +38,18 @@ from metflow_paths import (
     _log_ratio,
     _mc_gradients,
     _mean_se,
+    _outcome_frequencies,
     mixture_model,
 )
 from pyro.infer import Trace_ELBO
 
 import pyroext.guides.score as score_module
+from pyroext.guides import AutoMetFlow
+from pyroext.kernels import fixed_reverse_logits
 
 ACCEPTANCE_RULES = ["barker", "mh"]
 STEPS = [1, 2, pytest.param(3, marks=pytest.mark.slow)]
+REVERSE_MODELS = ["fixed", "learned"]
 
 
 # 1. The marginal density of z_K, its moments, and the bounds.
@@ -89,11 +93,12 @@ def test_marginal_density_by_enumeration(K, acceptance):
     assert ((mc - exact_features).abs() <= 4 * se).all()
 
 
+@pytest.mark.parametrize("reverse_model", REVERSE_MODELS)
 @pytest.mark.parametrize("acceptance", ACCEPTANCE_RULES)
 @pytest.mark.parametrize("K", STEPS)
-def test_bounds_by_enumeration(K, acceptance):
+def test_bounds_by_enumeration(K, acceptance, reverse_model):
     """(c) L_ext <= L_marg <= log Z = 0, with the exact values and with Monte Carlo."""
-    case = _case(K, acceptance)
+    case = _case(K, acceptance, reverse_model)
     guide, weights = case.guide, case.grid_weights
     density = case.log_marginal.exp()
     draws, log_weight, _ = _guide_draws(guide, K)
@@ -128,7 +133,7 @@ def test_bounds_by_enumeration(K, acceptance):
     assert abs(marginal_bound - exact_marginal_bound) <= 4 * marginal_se
     assert bound <= marginal_bound + 4 * math.hypot(bound_se, marginal_se)
     assert marginal_bound <= 4 * marginal_se
-    # A fixed reverse model makes the extended bound strictly looser.
+    # A reverse model other than the exact one makes the extended bound strictly looser.
     assert gap > 4 * gap_se
     assert abs(gap - (exact_marginal_bound - exact_bound)) <= 4 * gap_se
 
@@ -136,24 +141,25 @@ def test_bounds_by_enumeration(K, acceptance):
 # 2. Importance weights: unbiased for Z = 1 with Barker acceptance.
 
 
+@pytest.mark.parametrize("reverse_model", REVERSE_MODELS)
 @pytest.mark.parametrize("acceptance", ACCEPTANCE_RULES)
 @pytest.mark.parametrize("K", STEPS)
-def test_importance_weights(K, acceptance):
+def test_importance_weights(K, acceptance, reverse_model):
     """``E[w] = Z`` where the reverse model's support is inside the guide's: with Barker
-    acceptance. MH never rejects a move it accepts surely, while ``r = prod_k P(v_k) / 2``
-    still gives those rejections mass, so ``E[w] < Z`` (still a valid bound).
+    acceptance. MH never rejects a move it accepts surely, while either reverse model still
+    gives those rejections mass, so ``E[w] < Z`` (still a valid bound).
 
     The weights have infinite variance, so their plain Monte Carlo mean has no valid error
     bar; the guide's weights are checked through ``E[min(w, cap)]``, whose exact value is
     known, and ``E[w]`` is checked exactly on the grid.
     """
-    case = _case(K, acceptance)
+    case = _case(K, acceptance, reverse_model)
     guide, exact = case.guide, case.forward
     if acceptance == "barker":
         assert abs(float(exact.weight) - 1) < 1e-3, float(exact.weight)
     else:
         assert float(exact.weight) < 0.95, float(exact.weight)
-    if K == 1:
+    if K == 1 and reverse_model == "fixed":
         # E[w] = 1/2 (accepted paths) + 1/2 int gamma(z) sum_v P(v) [alpha_v(z) < 1] dz.
         rejectable = 0.0
         with torch.no_grad():
@@ -179,13 +185,22 @@ def test_importance_weights(K, acceptance):
 
 
 # 3. The REINFORCE gradient with respect to the direction logit.
-@pytest.mark.parametrize("acceptance", ACCEPTANCE_RULES)
-@pytest.mark.parametrize("K", [1, pytest.param(2, marks=pytest.mark.slow)])
-def test_direction_logit_gradient_is_unbiased(K, acceptance, monkeypatch):
+@pytest.mark.parametrize(
+    ("K", "acceptance", "reverse_model"),
+    [
+        (1, "barker", "fixed"),
+        (1, "mh", "fixed"),
+        (1, "barker", "learned"),
+        pytest.param(2, "barker", "fixed", marks=pytest.mark.slow),
+        pytest.param(2, "mh", "learned", marks=pytest.mark.slow),
+    ],
+)
+def test_direction_logit_gradient_is_unbiased(K, acceptance, reverse_model, monkeypatch):
     """The direction logit moves only the discrete choices' probabilities (and the ratio), so
-    the pathwise part of its gradient has mean zero and the score term carries it all."""
-    guide = _case(K, acceptance).guide
-    exact = _exact_bound_gradient(guide, acceptance, GRADIENT_GRID_POINTS)
+    the pathwise part of its gradient has mean zero (with a fixed reverse model, whose
+    ``P(v)`` cancels the forward one) and the score term carries it all."""
+    guide = _case(K, acceptance, reverse_model).guide
+    exact = float(_exact_bound_gradient(guide, acceptance, GRADIENT_GRID_POINTS))
 
     pyro.set_rng_seed(400 + K)
     estimate, se = _mean_se(_mc_gradients(guide, GRADIENT_BATCHES))
@@ -202,7 +217,50 @@ def test_direction_logit_gradient_is_unbiased(K, acceptance, monkeypatch):
     print(f"  without score term: {ablated:.5f} +- {ablated_se:.5f}")
     # The exact gradient has no error, so the ablated estimate's own error decides.
     assert abs(ablated - exact) > 10 * ablated_se
-    assert abs(ablated) <= 4 * ablated_se
+    if reverse_model == "fixed":
+        assert abs(ablated) <= 4 * ablated_se
+
+
+@pytest.mark.parametrize("acceptance", ACCEPTANCE_RULES)
+def test_reverse_model_gradient_is_unbiased(acceptance):
+    """A learned reverse model enters the bound only through its log-probability of the
+    outcomes drawn, so its gradient is pathwise: the guide's Monte Carlo gradient of the
+    four logits matches autograd through the enumeration."""
+    guide = _case(1, acceptance, "learned").guide
+    exact = _exact_bound_gradient(guide, acceptance, GRADIENT_GRID_POINTS, "reverse_logits")
+    pyro.set_rng_seed(450)
+    gradients = _mc_gradients(guide, GRADIENT_BATCHES, "reverse_logits")
+    estimate = gradients.mean(0)
+    se = gradients.std(0) / math.sqrt(GRADIENT_BATCHES)
+    print(f"{acceptance}: exact {exact.tolist()}\n  MC {estimate.tolist()} +- {se.tolist()}")
+    assert (exact.abs() > 10 * se).any()  # far from its optimum: the check has power
+    assert ((estimate - exact).abs() <= 4 * se).all()
+
+
+@pytest.mark.parametrize("acceptance", ACCEPTANCE_RULES)
+def test_learned_reverse_model_starts_at_the_fixed_one(acceptance):
+    """At its initial logits the learned reverse model is ``P(v) / 2``: the bound is the
+    fixed model's, and the optimal logits (the outcome frequencies) only tighten it."""
+    fixed = _case(1, acceptance, "fixed").guide
+    learned = AutoMetFlow(mixture_model, K=1, acceptance=acceptance, init_scale=1.0)
+    learned()
+    learned.load_state_dict(fixed.state_dict(), strict=False)
+    with torch.no_grad():
+        learned.reverse_logits.copy_(fixed_reverse_logits(DIRECTION_LOGIT, 1))
+        start = _exact_bound(learned, acceptance)
+        frequencies = _outcome_frequencies(learned, acceptance)
+        learned.reverse_logits.copy_(frequencies.log().unsqueeze(0))
+        optimum = _exact_bound(learned, acceptance)
+    assert start == pytest.approx(_exact_bound(fixed, acceptance), abs=1e-10)
+    # The reverse term is E[log r(outcome)]: moving r from P(v) / 2 to the frequencies f
+    # gains KL(f || P(v) / 2), which is positive.
+    gain = float(
+        (frequencies * (frequencies.log() - fixed_reverse_logits(DIRECTION_LOGIT, 1))).sum()
+    )
+    print(f"{acceptance}: frequencies {frequencies.tolist()}, gain {gain:.6f}")
+    assert gain > 0.01
+    assert optimum - start == pytest.approx(gain, abs=1e-6)
+    assert optimum < 0
 
 
 @pytest.mark.parametrize("acceptance", ACCEPTANCE_RULES)
@@ -211,7 +269,7 @@ def test_one_particle_baseline_keeps_the_gradient_unbiased(acceptance, monkeypat
     reference alone (none for MetFlow, so zero); forcing that on every vectorised particle
     checks the one-particle estimator, which the leave-one-out test above does not reach."""
     guide = _case(1, acceptance).guide
-    exact = _exact_bound_gradient(guide, acceptance, GRADIENT_GRID_POINTS)
+    exact = float(_exact_bound_gradient(guide, acceptance, GRADIENT_GRID_POINTS))
     used = []
 
     def reference_only(elbo, reference=None):
@@ -230,7 +288,7 @@ def test_one_particle_baseline_keeps_the_gradient_unbiased(acceptance, monkeypat
 def test_exact_bound_gradient_matches_finite_difference(acceptance):
     guide = _case(1, acceptance).guide
     logit = guide.direction_logit
-    gradient = _exact_bound_gradient(guide, acceptance)
+    gradient = float(_exact_bound_gradient(guide, acceptance))
     step = 1e-6
     values = []
     with torch.no_grad():

@@ -25,6 +25,7 @@ MIX_COVS = (((0.5, 0.2), (0.2, 0.4)), ((0.3, -0.1), (-0.1, 0.6)))
 
 GUIDE_SEED = 4
 PERTURBATION = 0.3  # sd of the noise added to every flow parameter
+REVERSE_PERTURBATION = 0.5  # sd of the noise added to a learned reverse model's logits
 DIRECTION_LOGIT = 0.4
 GRID_HALF_WIDTH = 8.0
 GRID_POINTS = 201
@@ -58,16 +59,22 @@ def mixture_model() -> None:
     pyro.sample("z", mixture)
 
 
-def _perturbed_guide(K: int, acceptance: str) -> AutoMetFlow:
-    """A guide with q_0 = N(loc, I) and a clearly non-identity flow (fixed seed)."""
+def _perturbed_guide(K: int, acceptance: str, reverse_model: str) -> AutoMetFlow:
+    """A guide with q_0 = N(loc, I), a clearly non-identity flow and, when learned, a reverse
+    model away from the fixed one (fixed seed)."""
     pyro.set_rng_seed(GUIDE_SEED)
-    guide = AutoMetFlow(mixture_model, K=K, acceptance=acceptance, init_scale=1.0)
+    guide = AutoMetFlow(
+        mixture_model, K=K, acceptance=acceptance, init_scale=1.0, reverse_model=reverse_model
+    )
     guide()
     torch.manual_seed(GUIDE_SEED)  # the flow does not depend on what the call drew
     with torch.no_grad():
         for param in guide.flow.parameters():
             param.add_(PERTURBATION * torch.randn_like(param))
         guide.direction_logit.fill_(DIRECTION_LOGIT)
+        if reverse_model == "learned":
+            logits = guide.reverse_logits
+            logits.add_(REVERSE_PERTURBATION * torch.randn_like(logits))
     return guide
 
 
@@ -96,6 +103,15 @@ def _move(guide: AutoMetFlow, step: int, z: Tensor, v: int) -> tuple[Tensor, Ten
     """``(T^v(z), log|det dT^v/dz|)`` for the flow of ``step`` (innovation ``u_step``)."""
     forward, inverse = guide.moves()[step]
     return (forward if v > 0 else inverse)(z)
+
+
+def _log_reverse_over_direction(guide: AutoMetFlow, step: int, v: int, accepted: bool) -> Tensor:
+    """``log r_step(v, b) - log P(v)``: ``-log 2`` for the authors' fixed reverse model."""
+    logits = getattr(guide, "reverse_logits", None)
+    if logits is None:
+        return torch.tensor(-math.log(2), dtype=F64)
+    outcome = 2 * int(v < 0) + int(not accepted)
+    return torch.log_softmax(logits[step], -1)[outcome] - _log_p_direction(guide, v)
 
 
 def _log_accept_reject(log_ratio: Tensor, acceptance: str) -> tuple[Tensor, Tensor, Tensor]:
@@ -158,7 +174,8 @@ class _Path(NamedTuple):
     Fields:
         log_prob: ``log q_0(z_0) + sum_k log P(v_k) + log P(b_k | v_k, z_{k-1})``.
         log_weight: ``log gamma(z_K) - log q_0(z_0) + sum_k ldj_k
-            - sum_k log P(b_k | v_k, z_{k-1}) - K log 2`` (the bound's integrand).
+            - sum_k log P(v_k, b_k | z_{k-1}) + sum_k log r_k(v_k, b_k)`` (the bound's
+            integrand; ``r_k = P(v) / 2`` for the fixed reverse model).
         position: ``z_K``.
         possible: Where the path has positive probability (MH never rejects ``alpha = 1``).
     """
@@ -172,6 +189,7 @@ class _Path(NamedTuple):
 def _paths(guide: AutoMetFlow, acceptance: str, z0: Tensor) -> Iterator[_Path]:
     """The ``4^K`` paths from ``z_0``, depth first (one path's tensors alive at a time)."""
     log_q0 = _log_q0(guide, z0)
+    reverse = functools.partial(_log_reverse_over_direction, guide)
 
     def walk(step, z, log_gamma, log_prob, log_weight, possible):
         if step == guide.K:
@@ -186,7 +204,10 @@ def _paths(guide: AutoMetFlow, acceptance: str, z0: Tensor) -> Iterator[_Path]:
                 moved,
                 log_gamma_moved,
                 log_prob_v + log_accept,
-                log_weight + log_det - log_accept,
+                log_weight
+                + log_det
+                - log_accept
+                + _log_reverse_over_direction(guide, step, v, True),
                 possible,
             )
             log_reject = torch.where(can_reject, log_reject, 0.0)
@@ -195,11 +216,11 @@ def _paths(guide: AutoMetFlow, acceptance: str, z0: Tensor) -> Iterator[_Path]:
                 z,
                 log_gamma,
                 log_prob_v + log_reject,
-                log_weight - log_reject,
+                log_weight - log_reject + reverse(step, v, False),
                 possible & can_reject,
             )
 
-    log_weight = -log_q0 - guide.K * math.log(2)
+    log_weight = -log_q0
     yield from walk(0, z0, guide.log_joint(z0), log_q0, log_weight, torch.ones_like(log_q0) > 0)
 
 
@@ -244,15 +265,30 @@ class _Case(NamedTuple):
 
 
 @functools.cache
-def _case(K: int, acceptance: str) -> _Case:
+def _case(K: int, acceptance: str, reverse_model: str = "fixed") -> _Case:
     """The perturbed guide and its exact grid quantities, shared by the tests of one setup."""
-    guide = _perturbed_guide(K, acceptance)
+    guide = _perturbed_guide(K, acceptance, reverse_model)
     grid, grid_weights = _grid()
     with torch.no_grad():
         log_gamma = guide.log_joint(grid)
         log_marginal = _log_marginal(guide, acceptance, grid, K)
         forward = _forward_sums(guide, acceptance, grid, grid_weights)
     return _Case(guide, acceptance, grid, grid_weights, log_gamma, log_marginal, forward)
+
+
+def _outcome_frequencies(guide: AutoMetFlow, acceptance: str) -> Tensor:
+    """The probabilities ``(4,)`` of one step's outcomes (forward accepted, forward rejected,
+    inverse accepted, inverse rejected) from ``z_0 ~ q_0``, integrated on the grid."""
+    grid, weights = _grid()
+    q0 = weights * _log_q0(guide, grid).exp()
+    log_gamma = guide.log_joint(grid)
+    outcomes = []
+    for v in (1, -1):
+        log_ratio, _, _, _ = _log_ratio(guide, 0, grid, v, log_gamma)
+        log_accept, _, _ = _log_accept_reject(log_ratio, acceptance)
+        accept = _log_p_direction(guide, v).exp() * log_accept.exp()
+        outcomes += [q0 @ accept, q0 @ (_log_p_direction(guide, v).exp() - accept)]
+    return torch.stack(outcomes)
 
 
 def _mean_se(values: Tensor) -> tuple[float, float]:
@@ -287,26 +323,29 @@ def _exact_bound(guide: AutoMetFlow, acceptance: str, points: int = GRID_POINTS)
         return float(_forward_sums(guide, acceptance, grid, weights).bound)
 
 
-def _exact_bound_gradient(guide: AutoMetFlow, acceptance: str, points: int = GRID_POINTS) -> float:
-    """d L_ext / d direction_logit by autograd through the enumeration, in chunks of the grid
-    (to bound the memory of the autograd graph)."""
+def _exact_bound_gradient(
+    guide: AutoMetFlow, acceptance: str, points: int = GRID_POINTS, wrt: str = "direction_logit"
+) -> Tensor:
+    """d L_ext / d ``wrt`` (a parameter's name) by autograd through the enumeration, in
+    chunks of the grid (to bound the memory of the autograd graph)."""
     grid, weights = _grid(points)
-    gradient = 0.0
+    parameter = getattr(guide, wrt)
+    gradient = torch.zeros_like(parameter)
     for z0, chunk_weights in zip(grid.split(GRID_CHUNK), weights.split(GRID_CHUNK), strict=True):
         bound = _forward_sums(guide, acceptance, z0, chunk_weights).bound
-        (chunk_gradient,) = torch.autograd.grad(bound, guide.direction_logit)
-        gradient += float(chunk_gradient)
+        (chunk_gradient,) = torch.autograd.grad(bound, parameter)
+        gradient += chunk_gradient
     return gradient
 
 
-def _mc_gradients(guide: AutoMetFlow, batches: int) -> Tensor:
-    """Per-batch Monte Carlo estimates of d L_ext / d direction_logit ``(batches,)``."""
+def _mc_gradients(guide: AutoMetFlow, batches: int, wrt: str = "direction_logit") -> Tensor:
+    """Per-batch Monte Carlo estimates of d L_ext / d ``wrt`` ``(batches, *shape)``."""
     elbo = Trace_ELBO(
         num_particles=GRADIENT_PARTICLES, vectorize_particles=True, max_plate_nesting=0
     )
     gradients = []
     for _ in range(batches):
         loss = elbo.differentiable_loss(mixture_model, guide)
-        (gradient,) = torch.autograd.grad(-loss, guide.direction_logit)
+        (gradient,) = torch.autograd.grad(-loss, getattr(guide, wrt))
         gradients.append(gradient)
     return torch.stack(gradients)
