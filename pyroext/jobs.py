@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from pyroext.checks import check_checkpoint, check_seed, parse_seed
 from pyroext.runs import RunDir
 
 
@@ -38,7 +39,7 @@ class RunConfig:
     ``__post_init__`` (a bad value raises ``ValueError`` naming it, before any training)."""
 
     device: str = option("cpu", "torch device, e.g. cpu or cuda")
-    seed: int = option(0, "random seed", type=int)
+    seed: int = option(0, "random seed", type=parse_seed)
     out: str | None = option(None, "output folder (default runs/<model>-<guide>)")
     progress: bool = option(True, "show a progress bar")
     compile: bool | str = option(
@@ -47,9 +48,38 @@ class RunConfig:
         "compiles)",
     )
 
-    def run_dir(self) -> RunDir | None:
-        """The output folder, made and checked writable now; None without ``out``."""
-        return None if self.out is None else RunDir.create(self.out)
+    resume: bool = option(False, "continue from the run folder's checkpoint", cli=False)
+    overwrite: bool = option(False, "replace the run folder's checkpoint", cli=False)
+
+    def run_dir(self, checkpoints: bool = False) -> RunDir | None:
+        """The output folder, made and checked writable now; None without ``out``.
+
+        Every job calls it before training, so the run options shared by all jobs are checked
+        here: the seed, and ``resume`` and ``overwrite`` against the folder's checkpoint.
+
+        Arguments:
+            checkpoints: Whether the job keeps a training checkpoint in the folder (see
+                :func:`~pyroext.checks.check_checkpoint`); without one, ``resume`` and
+                ``overwrite`` are refused.
+
+        Raises:
+            ValueError: For a bad seed, an unusable folder or checkpoint path, or ``resume``
+                or ``overwrite`` where they do not apply.
+            FileNotFoundError: For ``resume`` without a checkpoint to continue.
+        """
+        check_seed(self.seed)
+        for name in ("resume", "overwrite"):
+            if getattr(self, name) and not checkpoints:
+                raise ValueError(f"{name}=True does not apply: this job keeps no checkpoint")
+        if self.out is None:
+            if self.resume:
+                raise ValueError("resume=True needs out=<the run folder holding the checkpoint>")
+            return None
+        if checkpoints and str(self.out):  # before the folder is made: a refusal leaves none
+            check_checkpoint(
+                RunDir(self.out).checkpoint, resume=self.resume, overwrite=self.overwrite
+            )
+        return RunDir.create(self.out)
 
 
 class Job(NamedTuple):
@@ -64,6 +94,8 @@ class Job(NamedTuple):
         quick: Command-line options of a fit of a few seconds that still writes a full run
             folder (the run-folder contract test runs every job with them).
         distributed: Whether the job trains data-parallel under ``torchrun``.
+        checkpoints: Whether the job keeps a training checkpoint in its run folder (the
+            command line then offers ``--resume`` and ``--overwrite``).
     """
 
     name: str
@@ -72,6 +104,7 @@ class Job(NamedTuple):
     fit: Callable[[Any], Any]
     quick: tuple[str, ...]
     distributed: bool = False
+    checkpoints: bool = False
 
 
 def configure[C: RunConfig](config: C | None, default: type[C], options: dict[str, Any]) -> C:

@@ -102,6 +102,7 @@ def train_minibatch(
         progress=config.progress,
         compile=config.compile,
         checkpoint=None if config.out is None else RunDir(config.out).checkpoint,
+        resume=config.resume,
         distributed=config.distributed,
     )
     epochs = total_steps / len(loader)

@@ -13,7 +13,7 @@ from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from pyroext.checks import check_counts
+from pyroext.checks import check_counts, check_one_of, warn_batch_size, warn_ignored
 from pyroext.data import BNN_DATASETS, BNNData, load_bnn_data
 from pyroext.infer import SVIResult, is_main_process
 from pyroext.jobs import Job, configure, option
@@ -112,6 +112,7 @@ class BNNConfig(MinibatchConfig):
             check_counts(**{f"hidden[{index}]": width for index, width in enumerate(self.hidden)})
         super().__post_init__()
         check_counts(num_samples=self.num_samples)
+        check_one_of("the training length", epochs=self.epochs, steps=self.steps)
 
 
 def fit_bnn(config: BNNConfig | None = None, /, **options: Any) -> BNNFit:
@@ -130,15 +131,27 @@ def fit_bnn(config: BNNConfig | None = None, /, **options: Any) -> BNNFit:
         A :class:`BNNFit`. With ``out``, its folder holds ``losses.csv``, ``summary.csv``,
         ``layers.csv``, ``loss.png``, the training checkpoint and ``posterior.nc``: the thinned
         weight posterior of :func:`~pyroext.models.bnn.export.bnn_to_datatree`, with the
-        training data's pointwise log-likelihood when it has at most 5000 points.
+        training data's pointwise log-likelihood when it has at most 5000 points. With
+        ``resume``, training continues from that checkpoint; without it, an existing one is
+        replaced only with ``overwrite``.
 
     Raises:
         ValueError: For options out of range, before any training.
+        FileNotFoundError: For missing MNIST files, or ``resume`` without a checkpoint.
+
+    Warns:
+        UserWarning: For ``data_dir`` beside embedded data, and a ``batch_size`` above the
+            number of training points.
     """
     config = configure(config, BNNConfig, options)
     dataset = load_bnn_data(config.task, config.data, config.data_dir)
     data = config.data or BNN_DATASETS[config.task][0]
-    run = config.run_dir()
+    if data != "mnist":
+        warn_ignored(
+            f"data={data!r} is embedded (--data-dir is for mnist)", data_dir=config.data_dir
+        )
+    warn_batch_size(config.batch_size, len(dataset.y_train))
+    run = config.run_dir(checkpoints=True)
     device = start_run(config)
     default_hidden, default_epochs = DEFAULTS[data]
     network = _network(dataset, default_hidden if config.hidden is None else config.hidden)
@@ -230,4 +243,5 @@ JOB = Job(
     fit_bnn,
     quick=("--steps", "2", "--hidden", "3", "--num-samples", "5"),
     distributed=True,
+    checkpoints=True,
 )

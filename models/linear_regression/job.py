@@ -21,7 +21,7 @@ from pyro.infer import Trace_ELBO
 from pyro.infer.autoguide import AutoGuide
 
 from pyroext.arviz import from_pyro_svi
-from pyroext.checks import check_counts, check_learning_rate
+from pyroext.checks import check_counts, check_learning_rate, check_positive
 from pyroext.data import TabularData, load_diabetes, synthetic_regression
 from pyroext.guides import GUIDES, gaussian_moments, make_guide
 from pyroext.infer import SVIResult, run_svi
@@ -102,6 +102,7 @@ class LinearRegressionConfig(RunConfig):
             raise ValueError(f"data={self.data!r} is unknown; valid datasets: {valid}")
         check_counts(steps=self.steps, num_particles=self.num_particles)
         check_learning_rate(self.lr_init)
+        check_positive(noise_scale=self.noise_scale, prior_precision=self.prior_precision)
 
 
 def fit_linear_regression(

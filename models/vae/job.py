@@ -11,9 +11,10 @@ import torch
 from torch import Tensor
 
 from pyroext.arviz import from_pyro_svi
-from pyroext.checks import check_counts
+from pyroext.checks import check_counts, check_one_of, warn_batch_size, warn_ignored
 from pyroext.data import VAE_DATASETS, VAEData, load_vae_data
 from pyroext.infer import SVIResult, is_main_process
+from pyroext.infer.checkpoint import atomic_target
 from pyroext.jobs import Job, configure, option
 from pyroext.minibatch import MinibatchConfig, MinibatchResult, start_run, train_minibatch
 from pyroext.models.vae.eval import importance_log_likelihood
@@ -90,6 +91,7 @@ class VAEConfig(MinibatchConfig):
             latent_dim=self.latent_dim,
             num_samples=self.num_samples,
         )
+        check_one_of("the training length", epochs=self.epochs, steps=self.steps)
 
 
 class VAEFit(NamedTuple):
@@ -135,14 +137,26 @@ def fit_vae(config: VAEConfig | None = None, /, **options: Any) -> VAEFit:
     Returns:
         A :class:`VAEFit`. With ``out``, its folder holds ``losses.csv``, ``summary.csv``,
         ``loss.png``, ``reconstructions.png``, ``vae.pt``, the training checkpoint and
-        ``posterior.nc``: the latent posterior of the first 4 test images.
+        ``posterior.nc``: the latent posterior of the first 4 test images. With ``resume``,
+        training continues from that checkpoint; without it, an existing one is replaced only
+        with ``overwrite``.
 
     Raises:
         ValueError: For options out of range, before any training.
+        FileNotFoundError: For missing MNIST files, or ``resume`` without a checkpoint.
+
+    Warns:
+        UserWarning: For ``data_dir`` beside embedded data, and a ``batch_size`` above the
+            number of training images.
     """
     config = configure(config, VAEConfig, options)
+    if config.data != "mnist":
+        warn_ignored(
+            f"data={config.data!r} is embedded (--data-dir is for mnist)", data_dir=config.data_dir
+        )
     dataset = load_vae_data(config.data, config.data_dir)
-    run = config.run_dir()
+    warn_batch_size(config.batch_size, len(dataset.train))
+    run = config.run_dir(checkpoints=True)
     device = start_run(config)
     vae = _build(config, dataset).to(device)
     trained = train_minibatch(
@@ -218,7 +232,8 @@ def _write(fit: VAEFit, dataset: VAEData, config: VAEConfig, run: RunDir) -> Non
     figure = plot_reconstructions(fit.vae, dataset.test[:8], dataset.image_shape, title)
     run.write_figure(figure, "reconstructions.png")
     weights = {name: value.cpu() for name, value in fit.vae.state_dict().items()}
-    torch.save({"state_dict": weights, "image_shape": dataset.image_shape}, run.path / "vae.pt")
+    with atomic_target(run.path / "vae.pt") as temporary:
+        torch.save({"state_dict": weights, "image_shape": dataset.image_shape}, temporary)
     run.write_posterior(_export(fit.vae, dataset.test[:EXPORT_IMAGES], config.seed))
     run.write_manifest(JOB.name, config)
 
@@ -244,4 +259,5 @@ JOB = Job(
     fit_vae,
     quick=("--steps", "3", "--num-samples", "10"),
     distributed=True,
+    checkpoints=True,
 )

@@ -12,6 +12,7 @@ from pyroext.models.bnn.job import fit_bnn
 from pyroext.models.gmm.job import fit_gmm
 from pyroext.models.linear_regression.job import fit_linear_regression
 from pyroext.models.vae.job import fit_vae
+from pyroext.runs import RunDir
 
 DEMO_GUIDES = ("normal", "mvn", "dais", "metflow")
 # The MCMC-in-guide guides cost ~10x a Gaussian guide per step; a third of the steps keeps
@@ -75,8 +76,9 @@ def run_demo(
     VAE on the embedded digits (ELBO and IWAE objectives) and Bayes-by-backprop networks on the
     digits and diabetes.
 
-    Each fit's outputs go to ``out/<model>-<guide or objective>/``; the tables go to
-    ``out/linear_regression.csv``, ``out/gmm.csv``, ``out/vae.csv`` and ``out/bnn.csv``.
+    Each fit's outputs go to ``out/<model>-<guide or objective>/``, replacing those of an
+    earlier demo (checkpoints included); the tables go to ``out/linear_regression.csv``,
+    ``out/gmm.csv``, ``out/vae.csv`` and ``out/bnn.csv``.
 
     Arguments:
         out: Output folder.
@@ -87,9 +89,11 @@ def run_demo(
 
     Returns:
         The :class:`DemoTables`.
+
+    Raises:
+        ValueError: If ``out`` is empty, a file or not writable, before any fit.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = RunDir.create(out).path  # refuses an empty, file or unwritable out before any fit
     tables = DemoTables(
         _linear_regression(out, steps, progress),
         _gmm(out, steps, progress),
@@ -153,6 +157,7 @@ def _vae(out: Path, steps: int, progress: bool) -> pd.DataFrame:
             steps=max(1, steps // VAE_STEP_FRACTION),
             out=out / f"vae-{objective}",
             progress=progress,
+            overwrite=True,
         )
         rows.append(
             {
@@ -177,6 +182,7 @@ def _bnn(out: Path, steps: int, progress: bool) -> pd.DataFrame:
             steps=max(1, steps // BNN_STEP_FRACTION),
             out=out / f"bnn-{data}",
             progress=progress,
+            overwrite=True,
         )
         rows.append(
             {

@@ -1,7 +1,7 @@
 """``pyroext fit <model>``: one subcommand per registered job, its options read off the job's
 configuration dataclass, so that ``--help`` lists only what applies to that model."""
 
-__all__ = ["add_fit_commands", "fit_config", "other_jobs_option", "positive_int"]
+__all__ = ["add_fit_commands", "fit_config", "other_jobs_option"]
 
 import argparse
 import dataclasses
@@ -9,19 +9,15 @@ import types
 import typing
 from typing import Any
 
+from pyroext.checks import parse_count, parse_positive
 from pyroext.cli.registry import JOBS
-from pyroext.jobs import RunConfig
+from pyroext.jobs import Job, RunConfig
 
-
-def positive_int(text: str) -> int:
-    """An ``argparse`` type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not an integer >= 1")
-    return value
+RESUME_HELP = (
+    "continue from the run folder's checkpoint.pt (--steps and --epochs count the steps "
+    "taken before, too)"
+)
+OVERWRITE_HELP = "start afresh, replacing the checkpoint.pt of an earlier run in the run folder"
 
 
 def add_fit_commands(commands: Any) -> None:
@@ -35,10 +31,16 @@ def add_fit_commands(commands: Any) -> None:
         if job.distributed:
             parser.add_argument(
                 "--nproc-per-node",
-                type=positive_int,
+                type=parse_count,
                 default=1,
                 help="data-parallel processes on this machine, one per GPU with --device cuda",
             )
+        if job.checkpoints:
+            resume = parser.add_mutually_exclusive_group()
+            for flag, help in (("--resume", RESUME_HELP), ("--overwrite", OVERWRITE_HELP)):
+                resume.add_argument(
+                    flag, action="store_true", default=argparse.SUPPRESS, help=help
+                )
 
 
 def fit_config(args: argparse.Namespace, distributed: bool) -> RunConfig:
@@ -69,10 +71,15 @@ def other_jobs_option(model: str, word: str) -> str | None:
     if flag == "--nproc-per-node":
         return "--nproc-per-node (torchrun)"
     for job in JOBS.values():
-        names = {_flag(field)[0] for field in _options(job.config)}
-        if job.name != model and flag in names:
+        if job.name != model and flag in _flags(job):
             return flag
     return None
+
+
+def _flags(job: Job) -> set[str]:
+    """The options ``job``'s subcommand takes."""
+    flags = {_flag(field)[0] for field in _options(job.config)}
+    return flags | ({"--resume", "--overwrite"} if job.checkpoints else set())
 
 
 def _flag(field: dataclasses.Field) -> tuple[str, ...]:
@@ -90,8 +97,10 @@ def _argument(field: dataclasses.Field) -> dict[str, Any]:
     kinds = _kinds(field.type)
     if bool in kinds:
         keywords["action"] = argparse.BooleanOptionalAction
-    elif "type" not in extra:
-        keywords["type"] = positive_int if int in kinds else (float if float in kinds else str)
+    elif "type" not in extra:  # a field with another range names its type in option()
+        keywords["type"] = (
+            parse_count if int in kinds else (parse_positive if float in kinds else str)
+        )
     return {**keywords, **extra}
 
 

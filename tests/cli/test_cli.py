@@ -42,7 +42,7 @@ def test_fit_writes_outputs_and_prints_summary(tmp_path, capsys):
             "invalid choice: 'ridge' (choose from 'bnn', 'gmm', 'linear-regression', 'vae')",
         ),
         (["fit", "linear-regression", "--guide", "flow"], "invalid choice: 'flow' (choose from"),
-        (["fit", "linear-regression", "--steps", "0"], "0 is not an integer >= 1"),
+        (["fit", "linear-regression", "--steps", "0"], "--steps: '0' is not an integer >= 1"),
     ],
 )
 def test_bad_arguments_list_valid_values(argv, message, capsys):
@@ -50,6 +50,16 @@ def test_bad_arguments_list_valid_values(argv, message, capsys):
         main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_help_names_the_debug_flag_and_ranges(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "--debug" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["fit", "vae", "--help"])
+    shown = capsys.readouterr().out
+    assert "--resume" in shown and "--overwrite" in shown and "--debug" in shown
 
 
 def test_demo_prints_gap_table(tmp_path, capsys):

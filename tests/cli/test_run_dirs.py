@@ -11,7 +11,7 @@ import xarray as xr
 
 from pyroext.cli import main
 from pyroext.cli.registry import JOBS
-from pyroext.runs import MANIFEST_FILE, POSTERIOR_FILE, RunDir
+from pyroext.runs import CHECKPOINT_FILE, MANIFEST_FILE, POSTERIOR_FILE, RunDir
 
 
 @pytest.mark.parametrize("name", sorted(JOBS))
@@ -22,6 +22,7 @@ def test_fit_writes_a_run_folder_that_diagnose_reads(name, tmp_path, capsys):
     written = {path.name for path in out.iterdir() if path.is_file()} - {MANIFEST_FILE}
     assert manifest["job"] == name and set(manifest["files"]) == written
     assert {"losses.csv", "summary.csv", "loss.png", POSTERIOR_FILE} <= written
+    assert (CHECKPOINT_FILE in written) == JOBS[name].checkpoints
     assert manifest["config"]["out"] == str(out) and manifest["config"]["seed"] == 0
     assert RunDir.open(out).manifest == manifest
     tree = xr.open_datatree(out / POSTERIOR_FILE, engine="h5netcdf")
@@ -55,7 +56,11 @@ def test_help_lists_only_the_models_options(name, capsys):
         for field in dataclasses.fields(other.config):
             flag = "--" + field.name.replace("_", "-")
             listed = re.search(rf"{flag}(?![-\w])", shown) is not None
-            assert listed == (field.name in own and field.metadata["cli"]), flag
+            # --resume and --overwrite are offered by the jobs that keep a checkpoint
+            offered = field.metadata["cli"] or (
+                field.name in ("resume", "overwrite") and JOBS[name].checkpoints
+            )
+            assert listed == (field.name in own and offered), flag
 
 
 @pytest.mark.parametrize(
