@@ -63,6 +63,10 @@ class AutoDAIS(AutoMarkovGuide):
         init_scale: Initial base standard deviation, > 0.
         base_training: ``"joint"`` (the default: the base trained with the steps, as in the
             DAIS paper) or ``"own"``; see :class:`~pyroext.guides.AutoMarkovGuide`.
+        base_flow: ``None``, ``"iaf"`` or ``"spline"``: flow layers in the base (see
+            :class:`~pyroext.guides.AutoMarkovGuide`); the annealing path then starts from
+            the base's Gaussian part (:meth:`gaussian_part`).
+        base_flow_layers: Number of flow layers, >= 1.
         compile_target: Evaluate the target compiled (see
             :class:`~pyroext.guides.AutoMarkovGuide`): ``"auto"``, ``True`` or ``False``.
 
@@ -92,6 +96,8 @@ class AutoDAIS(AutoMarkovGuide):
         init_loc_fn: Callable[..., Tensor] = init_to_median,
         init_scale: float = 0.1,
         base_training: str = "joint",
+        base_flow: str | None = None,
+        base_flow_layers: int = 1,
         compile_target: bool | str = "auto",
     ) -> None:
         _check_options(eta_init, eta_max, gamma_init)
@@ -102,6 +108,8 @@ class AutoDAIS(AutoMarkovGuide):
             init_loc_fn=init_loc_fn,
             init_scale=init_scale,
             base_training=base_training,
+            base_flow=base_flow,
+            base_flow_layers=base_flow_layers,
             compile_target=compile_target,
         )
         self.eta_init = float(eta_init)
@@ -126,11 +134,19 @@ class AutoDAIS(AutoMarkovGuide):
         return betas, self.eta_max * torch.sigmoid(logits)
 
     def _transport(
-        self, z0: Tensor, base: dist.Distribution, log_joint: Callable[[Tensor], Tensor]
+        self,
+        z0: Tensor,
+        log_q0: Tensor,
+        base: dist.Distribution,
+        log_joint: Callable[[Tensor], Tensor],
     ) -> Transport:
         betas, step_sizes = self.schedule()
+        # The weight holds no intermediate density, so any path gives a valid bound; with a
+        # flow base it starts from the Gaussian part, which is cheap and smooth far from the
+        # base's draws, where an inverted autoregressive flow is neither.
+        start = self.gaussian_part()
         target = AnnealedTarget(
-            lambda white: base.log_prob(self._unwhiten(white)),
+            lambda white: start.log_prob(self._unwhiten(white)),
             lambda white: log_joint(self._unwhiten(white)),
         )
         chain = hamiltonian_chain(

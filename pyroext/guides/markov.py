@@ -31,6 +31,7 @@ from torch.distributions import biject_to
 from pyroext.guides.base import GaussianBase, check_base_options, own_elbo_term
 from pyroext.guides.compiled_target import CompiledTarget
 from pyroext.guides.sampling import (
+    antithetic_draws,
     common_random_numbers,
     plate_batch_shape,
     unpacked_quantiles,
@@ -81,6 +82,11 @@ class AutoMarkovGuide(GaussianBase, AutoContinuous):
             :class:`~pyro.infer.autoguide.AutoMultivariateNormal`).
         init_loc_fn: Per-site initialisation of the base mean.
         init_scale: Initial base standard deviation, > 0.
+        base_flow: ``None`` (a Gaussian base), ``"iaf"`` (inverse autoregressive flow layers,
+            as :class:`~pyro.infer.autoguide.AutoIAFNormal`) or ``"spline"`` (neural spline
+            autoregressive layers) between the base's noise and its affine map, starting at
+            the identity; with ``K = 0`` the guide is then that flow guide.
+        base_flow_layers: Number of flow layers, >= 1.
         base_training: ``"joint"``: the base is trained with the steps, on the guide's bound
             (the MetFlow and DAIS papers' way); ``"own"``: the base is trained on its own ELBO,
             as the K = 0 guide would be, and the steps on the guide's bound from the base's
@@ -112,11 +118,13 @@ class AutoMarkovGuide(GaussianBase, AutoContinuous):
         init_loc_fn: Callable[..., Tensor] = init_to_median,
         init_scale: float = 0.1,
         base_training: str = "joint",
+        base_flow: str | None = None,
+        base_flow_layers: int = 1,
         compile_target: bool | str = "auto",
     ) -> None:
         if isinstance(K, bool) or not isinstance(K, int) or K < 0:
             raise ValueError(f"K={K!r} must be an integer >= 0")
-        check_base_options(base_dist, base_training, init_scale)
+        check_base_options(base_dist, base_training, init_scale, base_flow, base_flow_layers)
         super().__init__(model, init_loc_fn=init_loc_fn)
         # Pyro's self.model runs the init strategy at each of its sites; the target must not.
         self._target_model = (model,)
@@ -125,6 +133,8 @@ class AutoMarkovGuide(GaussianBase, AutoContinuous):
         self.K = K
         self.base_dist = base_dist
         self.base_training = base_training
+        self.base_flow = base_flow
+        self.base_flow_layers = base_flow_layers
         self._init_scale = float(init_scale)
         self.sample_stats: dict[str, Tensor] = {}
         self._vectorised: bool | None = None
@@ -167,8 +177,11 @@ class AutoMarkovGuide(GaussianBase, AutoContinuous):
     def _setup_kernel(self) -> None:
         raise NotImplementedError
 
-    def _transport(self, z0: Tensor, base: dist.Distribution, log_joint: Any) -> Transport:
-        """Runs the ``K >= 1`` Markov steps from the base draws ``z0``, ``(B, D)``."""
+    def _transport(
+        self, z0: Tensor, log_q0: Tensor, base: dist.Distribution, log_joint: Any
+    ) -> Transport:
+        """Runs the ``K >= 1`` Markov steps from the base draws ``z0``, ``(B, D)``, whose base
+        log densities are ``log_q0``."""
         raise NotImplementedError
 
     def get_posterior(self, *args: Any, **kwargs: Any) -> dist.Distribution:
@@ -264,18 +277,21 @@ class AutoMarkovGuide(GaussianBase, AutoContinuous):
         return self._data
 
     def _move(
-        self, z0: Tensor, base: dist.Distribution, log_joint: Callable[[Tensor], Tensor]
+        self,
+        z0: Tensor,
+        log_q0: Tensor,
+        base: dist.Distribution,
+        log_joint: Callable[[Tensor], Tensor],
     ) -> Transport:
-        """Runs the Markov steps from flat base draws ``z0`` and records their statistics."""
+        """Runs the Markov steps from flat base draws ``z0`` (base log densities ``log_q0``)
+        and records their statistics."""
         if self.K:
-            transport = self._transport(z0, base, log_joint)
+            transport = self._transport(z0, log_q0, base, log_joint)
         else:
             transport = Transport(z0, z0.new_zeros(z0.shape[0]), {})
         if "log_weight" not in transport.sample_stats:
             with torch.no_grad():
-                log_weight = (
-                    log_joint(transport.position) - base.log_prob(z0) - transport.log_density
-                )
+                log_weight = log_joint(transport.position) - log_q0 - transport.log_density
             transport.sample_stats["log_weight"] = log_weight
         self.sample_stats = {k: v.detach() for k, v in transport.sample_stats.items()}
         return transport
@@ -289,16 +305,16 @@ class AutoMarkovGuide(GaussianBase, AutoContinuous):
         log_joint = self._target.bind(self._log_joint_at, self._target_data(args, kwargs))
         base = self.base_distribution()
         z0 = base.rsample(plate_batch_shape())
+        # log q_0 of z0 itself, not of a reshaped copy: a flow base reuses its cached inverse.
+        log_q0 = base.log_prob(z0).reshape(-1)
         flat = z0.reshape(-1, self.latent_dim)
         if self.base_training == "own" and self.K and torch.is_grad_enabled():
             with self.detached_base():
                 chain_base = self.base_distribution()
-                transport = self._move(flat.detach(), chain_base, log_joint)
-                log_q0 = chain_base.log_prob(flat.detach())
-            log_q0 = log_q0 - own_elbo_term(flat, base, log_joint)
+                transport = self._move(flat.detach(), log_q0.detach(), chain_base, log_joint)
+            log_q0 = log_q0.detach() - own_elbo_term(flat, log_q0, log_joint)
         else:
-            transport = self._move(flat, base, log_joint)
-            log_q0 = base.log_prob(flat)
+            transport = self._move(flat, log_q0, base, log_joint)
         position = transport.position.reshape(z0.shape)
         values, log_det = self._constrain(position)
         if poutine.get_mask() is False:
@@ -344,7 +360,8 @@ class AutoMarkovGuide(GaussianBase, AutoContinuous):
         """Draws ``num_samples`` final states ``z_K`` (unconstrained, flattened), ``(S, D)``."""
         log_joint = self._target.bind(self._log_joint_at, self._target_data(args, kwargs))
         base = self.base_distribution()
-        return self._move(base.sample((num_samples,)), base, log_joint).position
+        z0 = base.sample((num_samples,))
+        return self._move(z0, base.log_prob(z0), base, log_joint).position
 
     @torch.no_grad()
     def quantiles(
@@ -379,6 +396,5 @@ class AutoMarkovGuide(GaussianBase, AutoContinuous):
         log_joint = self._target.bind(self._log_joint_at, self._target_data(args, kwargs))
         with common_random_numbers(self.loc.device, SUMMARY_SEED):
             base = self.base_distribution()
-            half = base.sample((SUMMARY_DRAWS // 2,))
-            z0 = torch.cat([half, 2 * self.loc - half])
-            return self._move(z0, base, log_joint).position
+            z0 = antithetic_draws(base, SUMMARY_DRAWS // 2)
+            return self._move(z0, base.log_prob(z0), base, log_joint).position

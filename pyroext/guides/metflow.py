@@ -76,6 +76,9 @@ class AutoMetFlow(AutoMarkovGuide):
             steps improve on it, so that one-particle score noise cannot drag the base off
             its optimum) or ``"joint"`` (the authors' way); see
             :class:`~pyroext.guides.AutoMarkovGuide`.
+        base_flow: ``None``, ``"iaf"`` or ``"spline"``: flow layers in the base (see
+            :class:`~pyroext.guides.AutoMarkovGuide`).
+        base_flow_layers: Number of flow layers, >= 1.
         compile_target: Evaluate the target compiled (see
             :class:`~pyroext.guides.AutoMarkovGuide`): ``"auto"``, ``True`` or ``False``.
 
@@ -105,6 +108,8 @@ class AutoMetFlow(AutoMarkovGuide):
         init_loc_fn: Callable[..., Tensor] = init_to_median,
         init_scale: float = 0.1,
         base_training: str = "own",
+        base_flow: str | None = None,
+        base_flow_layers: int = 1,
         compile_target: bool | str = "auto",
     ) -> None:
         _check_options(acceptance, num_couplings, hidden_dim, flow_init, init_direction_prob)
@@ -119,6 +124,8 @@ class AutoMetFlow(AutoMarkovGuide):
             init_loc_fn=init_loc_fn,
             init_scale=init_scale,
             base_training=base_training,
+            base_flow=base_flow,
+            base_flow_layers=base_flow_layers,
             compile_target=compile_target,
         )
         self.acceptance = acceptance
@@ -147,13 +154,17 @@ class AutoMetFlow(AutoMarkovGuide):
         return whitened_moves(self.flow, self.innovation, self._whiten, self._unwhiten)
 
     def _transport(
-        self, z0: Tensor, base: dist.Distribution, log_joint: Callable[[Tensor], Tensor]
+        self,
+        z0: Tensor,
+        log_q0: Tensor,
+        base: dist.Distribution,
+        log_joint: Callable[[Tensor], Tensor],
     ) -> Transport:
         reverse = getattr(self, "reverse_logits", None)
         chain = metflow_chain(
             z0, log_joint, self.moves(), self.direction_logit, self.acceptance, reverse
         )
-        elbo = chain.state.log_density - base.log_prob(z0) - chain.log_density
+        elbo = chain.state.log_density - log_q0 - chain.log_density
         return Transport.from_chain(chain, {**acceptance_stats(chain.info), "log_weight": elbo})
 
 

@@ -1,10 +1,11 @@
 """Random draws of an MCMC-in-guide guide: their batch shape, their seeds, their quantiles."""
 
-__all__ = ["common_random_numbers", "plate_batch_shape", "unpacked_quantiles"]
+__all__ = ["antithetic_draws", "common_random_numbers", "plate_batch_shape", "unpacked_quantiles"]
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pyro.distributions as dist
 import torch
 from pyro.infer.autoguide import AutoContinuous
 from pyro.poutine import runtime
@@ -64,3 +65,15 @@ def unpacked_quantiles(
             value = biject_to(site["fn"].support)(unconstrained)
             result.setdefault(site["name"], []).append(value)
     return {name: torch.stack(values) for name, values in result.items()}
+
+
+def antithetic_draws(base: dist.Distribution, half: int) -> Tensor:
+    """``2 half`` base draws in antithetic pairs, reflected through the base's noise."""
+    if isinstance(base, dist.TransformedDistribution):
+        noise = base.base_dist.sample((half,))
+        draws = torch.cat([noise, -noise])
+        for layer in base.transforms:  # one by one, so that each layer caches its inverse
+            draws = layer(draws)
+        return draws
+    draws = base.sample((half,))
+    return torch.cat([draws, 2 * base.mean - draws])

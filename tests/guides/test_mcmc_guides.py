@@ -1,13 +1,20 @@
 """AutoMetFlow and AutoDAIS as Pyro guides: reduction to the base guide, bounds against the
 exact evidence of conjugate linear regression, Pyro integration and option checking."""
 
-import functools
 import math
 
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from guide_targets import (
+    NOISE,
+    correlated_regression,
+    loss_with_seed,
+    perturb_base_flow,
+    positive_model,
+    regression,
+)
 from pyro import poutine
 from pyro.distributions import constraints
 from pyro.infer import Predictive, Trace_ELBO, TraceMeanField_ELBO
@@ -26,34 +33,12 @@ from pyroext.models import linear_regression as lr
 
 MCMC_GUIDES = [AutoMetFlow, AutoDAIS]
 BASES = {"diagonal": AutoDiagonalNormal, "cholesky": AutoMultivariateNormal}
-NOISE = 0.7
-
-
-def positive_model(y):
-    """A constrained latent (LogNormal scale) so that guides carry a Jacobian term."""
-    scale = pyro.sample("scale", dist.LogNormal(0.0, 1.0))
-    loc = pyro.sample("loc", dist.Normal(0.0, 2.0))
-    with pyro.plate("data", y.shape[0]):
-        pyro.sample("obs", dist.Normal(loc, scale), obs=y)
+BASE_FLOW_PARAMS = ("loc", "scale", "base_flow_nets")
 
 
 @pytest.fixture
 def positive_data():
     return 1.5 * torch.randn(20, dtype=torch.float64) + 0.5
-
-
-def correlated_regression(num_data=40):
-    """Correlated features: the posterior is far from mean-field (gap about 0.5 nats)."""
-    generator = torch.Generator().manual_seed(3)
-    base = torch.randn(num_data, 1, generator=generator, dtype=torch.float64)
-    x = base + 0.3 * torch.randn(num_data, 2, generator=generator, dtype=torch.float64)
-    y = x @ torch.tensor([1.0, -0.5], dtype=torch.float64) + NOISE * torch.randn(
-        num_data, generator=generator, dtype=torch.float64
-    )
-    return x, y
-
-
-regression = functools.partial(lr.model_known_noise, noise_scale=NOISE, prior_precision=1.0)
 
 
 def elbo_and_mcse(model, guide, *args, num_particles=4000):
@@ -64,12 +49,6 @@ def elbo_and_mcse(model, guide, *args, num_particles=4000):
             guide(*args)
     weights = guide.sample_stats["log_weight"]
     return weights.mean().item(), (weights.std() / math.sqrt(num_particles)).item()
-
-
-def loss_with_seed(elbo, model, guide, *args, seed=1):
-    pyro.set_rng_seed(seed)
-    with torch.no_grad():
-        return elbo.loss(model, guide, *args)
 
 
 def trace_and_mean_field_losses(guide, data, num_particles):
@@ -127,6 +106,8 @@ def test_pyro_trace_mean_field_elbo_drops_delta_log_density(positive_data):
         (AutoMetFlow, {"K": 3}),
         (AutoMetFlow, {"K": 2, "base_dist": "cholesky"}),
         (AutoMetFlow, {"K": 2, "acceptance": "mh"}),
+        (AutoMetFlow, {"K": 2, "base_flow": "iaf"}),
+        (AutoDAIS, {"K": 2, "eta_init": 0.05, "base_flow": "spline"}),
     ],
 )
 def test_untrained_weights_against_the_exact_evidence(guide_class, options):
@@ -143,8 +124,9 @@ def test_untrained_weights_against_the_exact_evidence(guide_class, options):
     guide.scale = PyroParam(2 * exact.cov.diagonal().sqrt(), constraints.softplus_positive)
     with torch.no_grad():
         guide.loc.copy_(exact.mean)
-        for parameter in getattr(guide, "flow", torch.nn.Linear(1, 1)).parameters():
-            parameter.add_(0.05 * torch.randn_like(parameter))
+        for name in ("flow", "base_flow_nets"):
+            for parameter in getattr(guide, name, torch.nn.Linear(1, 1)).parameters():
+                parameter.add_(0.05 * torch.randn_like(parameter))
     elbo_and_mcse(regression, guide, x, y, num_particles=20000)
     ratios = (guide.sample_stats["log_weight"] - log_evidence).exp()
     mean, mcse = ratios.mean().item(), ratios.std().item() / math.sqrt(ratios.numel())
@@ -215,28 +197,33 @@ def test_pathwise_gradient_matches_finite_differences(guide_class):
     assert grad[0].item() == pytest.approx((up - down) / (2 * step), rel=1e-5, abs=1e-7)
 
 
-@pytest.mark.parametrize("base_dist", sorted(BASES))
+@pytest.mark.parametrize(
+    "base_dist, base_flow",
+    [("diagonal", None), ("cholesky", None), ("diagonal", "iaf"), ("cholesky", "spline")],
+)
 @pytest.mark.parametrize("guide_class", MCMC_GUIDES)
-def test_base_trained_on_its_own_gets_the_base_guides_gradient(guide_class, base_dist):
-    """With ``base_training="own"`` the base's parameters get exactly the gradient the K = 0
-    guide gets from the same draws (the steps come after the base draw in the random stream),
-    and the steps' parameters still get the guide's bound's."""
+def test_base_trained_on_its_own_gets_the_base_guides_gradient(guide_class, base_dist, base_flow):
+    """With ``base_training="own"`` the base's parameters (flow layers included) get exactly
+    the gradient the K = 0 guide gets from the same draws (the steps come after the base draw
+    in the random stream), and the steps' parameters still get the guide's bound's."""
     x, y = correlated_regression(10)
     elbo = Trace_ELBO(num_particles=8, vectorize_particles=True, max_plate_nesting=1)
     gradients = []
     for K in (0, 2):
-        guide = guide_class(regression, K=K, base_dist=base_dist, base_training="own")
+        options = {"base_dist": base_dist, "base_flow": base_flow, "base_training": "own"}
+        guide = guide_class(regression, K=K, **options)
+        pyro.set_rng_seed(0)  # the flow layers' initial weights and orders
         guide(x, y)
+        if base_flow is not None:
+            perturb_base_flow(guide)
         pyro.set_rng_seed(3)
         loss = elbo.differentiable_loss(regression, guide, x, y)
-        base = [guide.loc, guide.scale_unconstrained]
-        if base_dist == "cholesky":
-            base.append(guide.scale_tril_unconstrained)
+        base = [p for n, p in guide.named_parameters() if n.startswith(BASE_FLOW_PARAMS)]
         gradients.append(torch.autograd.grad(loss, base, retain_graph=True))
     for alone, with_steps in zip(*gradients, strict=True):
         assert alone.abs().max() > 0
         torch.testing.assert_close(with_steps, alone, rtol=1e-5, atol=1e-6)
-    steps = [p for n, p in guide.named_parameters() if not n.startswith(("loc", "scale"))]
+    steps = [p for n, p in guide.named_parameters() if not n.startswith(BASE_FLOW_PARAMS)]
     step_gradients = torch.autograd.grad(loss, steps, allow_unused=True)
     assert any(g is not None and g.abs().max() > 0 for g in step_gradients)
 
@@ -335,6 +322,8 @@ def test_model_that_cannot_broadcast_chains_is_evaluated_per_chain():
         (AutoMetFlow, {"flow_init": "zeros"}, "flow_init='zeros' must be one of identity, random"),
         (AutoMetFlow, {"reverse_model": "exact"}, "reverse_model='exact' must be one of learned"),
         (AutoDAIS, {"base_training": "alone"}, "base_training='alone' must be one of own, joint"),
+        (AutoMetFlow, {"base_flow": "maf"}, "base_flow='maf' must be None or one of iaf, spline"),
+        (AutoDAIS, {"base_flow_layers": 0}, "base_flow_layers=0 must be an integer >= 1"),
     ],
 )
 def test_bad_options_are_named(guide_class, options, message):

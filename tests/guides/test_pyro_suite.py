@@ -14,6 +14,7 @@ spec.loader.exec_module(run)
 STAND_IN = """from pyro.infer.autoguide import (
     AutoDiagonalNormal,
     AutoMultivariateNormal,
+    AutoIAFNormal,
 )
 
 
@@ -26,6 +27,7 @@ def xfail_messenger(auto_class, Elbo):
     [
         AutoDiagonalNormal,
         AutoMultivariateNormal,
+        AutoIAFNormal,
         functools.partial(AutoDiagonalNormal, init_loc_fn=init_to_mean),
         auto_guide_list_x,
     ],
@@ -38,16 +40,18 @@ def test_something(auto_class):
 def test_entries_are_added_after_the_guides_they_mirror_and_not_to_imports():
     text, inserted = run.extend(STAND_IN)
     lines = text.splitlines()
-    assert inserted == 4
+    assert inserted == 5
     assert lines[lines.index("def xfail_messenger(auto_class, Elbo):") - 3] == run.IMPORT
     assert lines[2] == "    AutoMultivariateNormal,"  # the import list is left alone
     start = lines.index('    "auto_class",') + 1
-    assert lines[start : start + 9] == [
+    assert lines[start : start + 11] == [
         "    [",
         "        AutoDiagonalNormal,",
         "        *DIAGONAL,",
         "        AutoMultivariateNormal,",
         "        *CHOLESKY,",
+        "        AutoIAFNormal,",
+        "        *FLOWS,",
         "        functools.partial(AutoDiagonalNormal, init_loc_fn=init_to_mean),",
         '        *INIT_VARIANTS["init_to_mean"],',
         "        auto_guide_list_x,",

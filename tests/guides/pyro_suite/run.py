@@ -32,13 +32,17 @@ JIT_WARNING = "ignore:`torch.jit:FutureWarning"
 INSERTIONS = [
     (re.compile(r"^(\s+)AutoDiagonalNormal,$"), "{indent}*DIAGONAL,"),
     (re.compile(r"^(\s+)AutoMultivariateNormal,$"), "{indent}*CHOLESKY,"),
+    (re.compile(r"^(\s+)AutoIAFNormal,$"), "{indent}*FLOWS,"),
     (
         re.compile(r"^(\s+)functools\.partial\(AutoDiagonalNormal, init_loc_fn=(\w+)\),$"),
         '{indent}*INIT_VARIANTS["{init}"],',
     ),
     (re.compile(r"^(\s+)auto_guide_list_x,$"), "{indent}*GUIDE_LISTS,"),
 ]
-IMPORT = "from tests.infer.pyroext_variants import CHOLESKY, DIAGONAL, GUIDE_LISTS, INIT_VARIANTS"
+IMPORT = (
+    "from tests.infer.pyroext_variants import CHOLESKY, DIAGONAL, FLOWS, GUIDE_LISTS, "
+    "INIT_VARIANTS"
+)
 
 
 def extend(source: str) -> tuple[str, int]:

@@ -42,10 +42,13 @@ AutoMetFlowK2Cholesky = _with_options(
 )
 AutoDAISK2 = _with_options(AutoDAIS, "AutoDAISK2", K=K)
 AutoDAISK2Cholesky = _with_options(AutoDAIS, "AutoDAISK2Cholesky", K=K, base_dist="cholesky")
+AutoMetFlowK2IAF = _with_options(AutoMetFlow, "AutoMetFlowK2IAF", K=K, base_flow="iaf")
+AutoDAISK2Spline = _with_options(AutoDAIS, "AutoDAISK2Spline", K=K, base_flow="spline")
 
 
 DIAGONAL = [AutoMetFlowK2, AutoDAISK2]
 CHOLESKY = [AutoMetFlowK2Cholesky, AutoDAISK2Cholesky]
+FLOWS = [AutoMetFlowK2IAF, AutoDAISK2Spline]
 
 
 def _with_init(guide_class: type, init_loc_fn: Callable) -> Callable:
