@@ -18,6 +18,7 @@ ENTRY_POINTS = {
     ("pyroext/infer/runner.py", "run_svi"),
     ("pyroext/guides/metflow.py", "__init__"),
     ("pyroext/guides/dais.py", "__init__"),
+    ("pyroext/guides/markov.py", "__init__"),
     ("pyroext/diagnostics/vsbc.py", "vsbc"),
     ("models/gmm/vb.py", "vb_gmm"),
     ("models/gmm/em.py", "em"),
