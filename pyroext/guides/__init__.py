@@ -9,7 +9,9 @@ __all__ = [
     "AutoLocalCategorical",
     "AutoMarkovGuide",
     "AutoMetFlow",
+    "GuideHealth",
     "gaussian_moments",
+    "guide_health",
     "make_guide",
 ]
 
@@ -17,6 +19,7 @@ from pyroext.guides.amortised import AmortisedMarkovGuide
 from pyroext.guides.categorical import AutoLocalCategorical
 from pyroext.guides.dais import AutoDAIS
 from pyroext.guides.gaussian import gaussian_moments
+from pyroext.guides.health import GuideHealth, guide_health
 from pyroext.guides.markov import AutoMarkovGuide
 from pyroext.guides.metflow import AutoMetFlow
 from pyroext.guides.registry import GUIDES, make_guide
