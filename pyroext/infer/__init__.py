@@ -6,6 +6,7 @@ __all__ = [
     "Convergence",
     "FusedOptim",
     "NonFiniteLossError",
+    "NonFiniteParameterError",
     "SVIResult",
     "TensorSVI",
     "compile_log_density",
@@ -26,6 +27,7 @@ from pyroext.infer.distributed import (
     is_main_process,
     shard_loader,
 )
+from pyroext.infer.guard import NonFiniteParameterError
 from pyroext.infer.optim import FusedOptim
 from pyroext.infer.runner import NonFiniteLossError, SVIResult, run_svi
 from pyroext.infer.serialization import load_guide, save_guide, warm_up

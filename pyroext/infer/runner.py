@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from pyroext.checks import check_counts
 from pyroext.infer.batches import BatchStream
-from pyroext.infer.checkpoint import load_checkpoint, save_checkpoint
+from pyroext.infer.checkpoint import check_writable, save_checkpoint
 from pyroext.infer.compiled import CompiledELBO, compiled_elbo
 from pyroext.infer.compiled.elbo import COMPILED
 from pyroext.infer.convergence import Convergence, smoothed_loss
@@ -31,8 +31,9 @@ from pyroext.infer.distributed import (
     is_main_process,
     shard_loader,
 )
+from pyroext.infer.guard import NonFiniteLossError, NonFiniteParameterError, non_finite_state
 from pyroext.infer.optim import FusedOptim
-from pyroext.infer.resume import restore_training, training_state
+from pyroext.infer.resume import load_for_resume, restore_training, training_state
 from pyroext.infer.serialization import warm_up
 from pyroext.infer.step import TensorSVI
 
@@ -70,30 +71,6 @@ class SVIResult(NamedTuple):
         return pd.Series(self.losses, index=index, name="loss")
 
 
-class NonFiniteLossError(FloatingPointError):
-    """Raised when the loss becomes NaN or infinite; the last checkpoint is left as it was."""
-
-    def __init__(
-        self,
-        step: int,
-        value: float,
-        losses: np.ndarray,
-        checkpoint: Any,
-        rank: int | None = None,
-    ) -> None:
-        finite = np.flatnonzero(np.isfinite(losses[: step - 1]))
-        last = (
-            f"last finite loss {losses[finite[-1]]:.6g} at step {finite[-1] + 1}"
-            if len(finite)
-            else "no finite loss before it"
-        )
-        where = f"; checkpoint {str(checkpoint)!r} is intact" if checkpoint else ""
-        on = "" if rank is None else f" on rank {rank}"
-        super().__init__(f"loss is {value} at step {step}{on} ({last}){where}")
-        self.step = step
-        self.rank = rank
-
-
 def run_svi(
     model: Callable[..., Any],
     guide: Callable[..., Any],
@@ -119,8 +96,10 @@ def run_svi(
 
     Losses stay on the device and are synced to the host once per ``display_every`` steps (and
     before a checkpoint), where the NaN/inf guard, progress bar and convergence rule look at
-    them. A non-finite loss stops training with :class:`NonFiniteLossError`; checkpoints are
-    written only after that check, so the last one on disk always holds finite parameters.
+    them. A non-finite loss stops training with :class:`NonFiniteLossError`, and a
+    non-finite parameter or optimiser state (from a non-finite gradient, say, while the loss
+    is still finite) with :class:`NonFiniteParameterError`; checkpoints are written only after
+    both checks, so the last one on disk always holds finite state.
 
     Arguments:
         model: A Pyro model.
@@ -164,8 +143,11 @@ def run_svi(
         An :class:`SVIResult`.
 
     Raises:
-        ValueError: For invalid options, before any training step.
+        ValueError: For invalid options, before any training step, and for a checkpoint that
+            does not fit the run (naming the file and the mismatch) or already holds more
+            than ``num_steps`` steps.
         NonFiniteLossError: When a loss is NaN or infinite.
+        NonFiniteParameterError: When a parameter or optimiser state is NaN or infinite.
     """
     _validate(num_steps, display_every, checkpoint, checkpoint_every, resume, convergence)
     loss, optim = _engine(loss, optim, compile, num_steps)
@@ -187,7 +169,7 @@ def run_svi(
         distributed=distributed,
     )
     if resume:
-        loop.resume(device)
+        loop.resume(device, num_steps)
     else:
         if seed is not None:
             pyro.set_rng_seed(seed)
@@ -226,6 +208,8 @@ def _validate(
     )
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=<path of the checkpoint to resume>")
+    if checkpoint is not None:
+        check_writable(checkpoint, "checkpoint")
     if convergence is not None:
         convergence.validate()
 
@@ -285,15 +269,20 @@ class _Loop:
         self.losses = np.empty(0)
         self.pending: list[torch.Tensor] = []
         self.step = 0
+        self.saved_step: int | None = None  # the step the checkpoint file holds
+        self.checked_step = 0  # the last step after which all state was finite
 
     def next_args(self) -> tuple[Any, ...]:
         return self.make_args(self.stream.next() if self.stream else None)
 
-    def resume(self, device: torch.device) -> None:
-        state = load_checkpoint(self.checkpoint)
+    def resume(self, device: torch.device, num_steps: int) -> None:
+        state = load_for_resume(self.checkpoint, num_steps)
         first_args = self._first_args()
-        restore_training(self.svi, self.stream, state, first_args, self.model_kwargs, device)
+        restore_training(
+            self.svi, self.stream, state, first_args, self.model_kwargs, device, self.checkpoint
+        )
         self.losses, self.step = np.asarray(state["losses"], dtype=float), state["step"]
+        self.saved_step = self.checked_step = self.step
 
     def start_together(self, seed: int | None) -> None:
         """Creates the lazily built parameters, copies rank 0's to every process and gives
@@ -352,6 +341,7 @@ class _Loop:
                 _leave_group(error)
             else:
                 self._sync(None)  # a NaN that preceded the crash is the better explanation
+            saved = saved or "no checkpoint was written"
             error.add_note(f"pyroext.run_svi: step {self.step + 1} failed; {saved}")
             raise
         self.step += 1
@@ -360,6 +350,7 @@ class _Loop:
         state = training_state(self)  # a collective when distributed: every rank takes part
         if is_main_process():
             save_checkpoint(self.checkpoint, state)
+        self.saved_step = self.step
 
     def _sync(self, bar: Any) -> None:
         if not self.pending:
@@ -377,16 +368,32 @@ class _Loop:
                 first_step + index,
                 by_rank[rank, index],
                 self.losses,
-                self.checkpoint,
+                self._saved(),
                 rank if self.distributed else None,
             )
+        self._check_state()
         if bar is not None:
             bar.update(self.step - bar.n)
             bar.set_postfix(elbo=f"{-smoothed_loss(self.losses):.6g}", refresh=False)
 
-    def _saved(self) -> str:
-        if self.distributed and not is_main_process():
-            return "rank 0 writes the checkpoints"
-        if self.checkpoint is None or not os.path.exists(self.checkpoint):
-            return "no checkpoint was written"
-        return f"checkpoint {str(self.checkpoint)!r} is intact"
+    def _check_state(self) -> None:
+        """Stops on a non-finite parameter, module state or optimiser state: a finite loss is
+        computed before the update, so it misses a non-finite gradient or an overflow."""
+        found = non_finite_state(self.svi)
+        if found is not None:
+            raise NonFiniteParameterError(*found, self.step, self.checked_step, self._saved())
+        self.checked_step = self.step
+
+    def _saved(self) -> str | None:
+        """What the checkpoint file holds now, for error messages."""
+        if self.checkpoint is None:
+            return None
+        writer = "rank 0 writes the checkpoints" if not is_main_process() else ""
+        if self.saved_step is not None:
+            intact = f"checkpoint {str(self.checkpoint)!r} is intact (step {self.saved_step})"
+            return f"{writer}; {intact}" if writer else intact
+        if writer:
+            return writer
+        if os.path.exists(self.checkpoint):
+            return f"checkpoint {str(self.checkpoint)!r} was not written by this run"
+        return "no checkpoint was written"

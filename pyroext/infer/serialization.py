@@ -11,13 +11,19 @@ __all__ = ["load_guide", "save_guide", "warm_up"]
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from pyro import poutine
 
 import pyroext
-from pyroext.infer.checkpoint import preserved_rng_state, save_checkpoint
+from pyroext.infer.checkpoint import (
+    check_writable,
+    preserved_rng_state,
+    read_verified,
+    save_checkpoint,
+)
 
 
 def warm_up(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
@@ -36,12 +42,20 @@ def warm_up(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
 
 
 def save_guide(guide: torch.nn.Module, path: str | os.PathLike) -> None:
-    """Saves a guide's parameters atomically, leaving the live guide untouched.
+    """Saves a guide's parameters atomically with a checksum, leaving the live guide untouched.
+
+    The file is a checkpoint file (see :mod:`pyroext.infer.checkpoint`): it is verified when
+    loaded and holds only tensors and plain containers.
 
     Arguments:
         guide: Any guide that is a ``torch.nn.Module`` (all Pyro autoguides are).
         path: Destination file.
+
+    Raises:
+        ValueError: If ``path`` is a folder or cannot be written (see
+            :func:`~pyroext.infer.checkpoint.check_writable`).
     """
+    check_writable(path, "path")
     save_checkpoint(
         path,
         {
@@ -67,12 +81,39 @@ def load_guide(
         ``guide``, with the saved parameters.
 
     Raises:
-        ValueError: If the saved guide was of another class.
+        FileNotFoundError: If there is no file at ``path``.
+        ValueError: If the file is not a saved guide, is damaged, holds objects other than
+            tensors and plain containers, or was saved from a guide of another class or shape.
     """
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = _saved_state(guide, path)
+    warm_up(guide, *args, **kwargs)
+    try:
+        guide.load_state_dict(state["state_dict"])
+    except RuntimeError as error:
+        raise ValueError(
+            f"path={str(path)!r} does not fit this {type(guide).__qualname__} (another model "
+            f"or options?): {_first_lines(error)}"
+        ) from None
+    return guide
+
+
+def _saved_state(guide: torch.nn.Module, path: str | os.PathLike) -> dict[str, Any]:
+    """The verified content of a file from :func:`save_guide`, checked against ``guide``."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"path={str(path)!r} does not exist; save_guide writes it")
+    state = read_verified(path, "path")
+    if not isinstance(state, dict) or "state_dict" not in state or "guide_class" not in state:
+        raise ValueError(f"path={str(path)!r} is a pyroext checkpoint, not a saved guide")
     expected = f"{type(guide).__module__}.{type(guide).__qualname__}"
     if state["guide_class"] != expected:
-        raise ValueError(f"path holds a {state['guide_class']} guide, not a {expected}")
-    warm_up(guide, *args, **kwargs)
-    guide.load_state_dict(state["state_dict"])
-    return guide
+        raise ValueError(
+            f"path={str(path)!r} holds a {state['guide_class']} guide, not a {expected}; "
+            "build the guide the saved one was built as"
+        )
+    return state
+
+
+def _first_lines(error: Exception, count: int = 3) -> str:
+    """The gist of ``load_state_dict``'s error: its key lists can run to pages."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return " ".join(lines[:count])[:400]

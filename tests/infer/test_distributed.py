@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from pyroext.cli import main
 from pyroext.infer import AllReduceOptim, FusedOptim, run_svi, shard_loader
+from pyroext.infer.checkpoint import load_checkpoint
 
 WORLD = 2
 TIMEOUT_S = 120
@@ -105,7 +106,7 @@ def test_nan_loss_on_one_rank_stops_every_rank_at_that_step(tmp_path: Path) -> N
         message = (tmp_path / f"error{rank}.txt").read_text()
         assert message.startswith("NonFiniteLossError: loss is nan at step 3 on rank 1 (last")
         assert "at step 2)" in message and "is intact" in message
-    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
     assert state["step"] == 2 and np.isfinite(state["losses"]).all()
     assert all(torch.isfinite(p).all() for p in state["param_store"]["params"].values())
 
@@ -210,4 +211,4 @@ def test_the_torchrun_example_trains_on_two_processes(tmp_path: Path) -> None:
         timeout=TIMEOUT_S,
     )
     assert result.stdout.count("2 processes, 20 steps: loss") == 1
-    assert torch.load(checkpoint, weights_only=False)["step"] == 20
+    assert load_checkpoint(checkpoint)["step"] == 20

@@ -21,7 +21,8 @@ from pyro.infer.autoguide import AutoDelta, AutoMultivariateNormal, AutoNormal
 from svi_cases import minibatch_regression, regression_data
 from torch.utils.data import DataLoader, TensorDataset
 
-from pyroext.infer import Convergence, NonFiniteLossError, run_svi
+from pyroext.infer import Convergence, NonFiniteLossError, NonFiniteParameterError, run_svi
+from pyroext.infer.checkpoint import load_checkpoint
 from pyroext.infer.runner import _Loop
 
 
@@ -206,8 +207,101 @@ def test_nan_stops_with_step_and_keeps_checkpoint(tmp_path, data):
         )
     assert error.value.step == 23
     assert "at step 23" in str(error.value) and "at step 22" in str(error.value)
-    saved = torch.load(tmp_path / "c.pt", weights_only=False)
+    saved = load_checkpoint(tmp_path / "c.pt")
     assert saved["step"] == 20 and np.isfinite(saved["losses"]).all()
+
+
+def nan_gradient_at(call):
+    """A model whose scale gets a NaN gradient at one call while every loss stays finite."""
+    calls = {"n": 0}
+
+    def model(x, y=None):
+        calls["n"] += 1
+        scale = pyro.param("scale", x.new_tensor(0.5), constraint=dist.constraints.positive)
+        if calls["n"] == call:
+            scale.register_hook(lambda grad: grad * float("nan"))
+        return regression_with_scale(x, y, scale)
+
+    return model
+
+
+def regression_with_scale(x, y, scale):
+    w = pyro.sample("w", dist.Normal(0.0, 1.0).expand([x.shape[1]]).to_event(1))
+    with pyro.plate("data", x.shape[0]):
+        return pyro.sample("obs", dist.Normal(x @ w, scale), obs=y)
+
+
+def test_nan_gradient_with_finite_loss_never_reaches_the_checkpoint(tmp_path, data):
+    model = nan_gradient_at(13)  # step 12: the first call builds the guide
+    with pytest.raises(NonFiniteParameterError) as error:
+        run_svi(
+            model,
+            AutoNormal(model),
+            *data,
+            num_steps=30,
+            checkpoint=tmp_path / "c.pt",
+            checkpoint_every=4,
+            display_every=4,
+            progress=False,
+        )
+    assert isinstance(error.value, NonFiniteLossError) and error.value.step == 12
+    message = str(error.value)
+    assert message.startswith("parameter 'scale' is nan after step 12 (all finite after step 8)")
+    assert message.endswith(f"checkpoint {str(tmp_path / 'c.pt')!r} is intact (step 8)")
+    saved = load_checkpoint(tmp_path / "c.pt")
+    assert saved["step"] == 8 and np.isfinite(saved["losses"]).all()
+    assert all(torch.isfinite(p).all() for p in saved["param_store"]["params"].values())
+
+
+def test_overflowing_update_stops_before_an_infinite_parameter_is_saved(tmp_path):
+    def model():
+        pyro.factor("reward", 1e-3 * pyro.param("p", torch.tensor(0.0)))
+
+    with pytest.raises(NonFiniteParameterError, match="parameter 'p' is inf after step 18"):
+        run_svi(
+            model,
+            lambda: None,
+            num_steps=100,
+            optim=pyro.optim.Adam({"lr": 1e307}),
+            checkpoint=tmp_path / "c.pt",
+            checkpoint_every=1,
+            progress=False,
+        )
+    saved = load_checkpoint(tmp_path / "c.pt")
+    assert saved["step"] == 17 and torch.isfinite(saved["param_store"]["params"]["p"])
+
+
+def test_resuming_with_fewer_steps_or_another_model_is_refused(tmp_path, data):
+    run_svi(
+        regression,
+        AutoNormal(regression),
+        *data,
+        num_steps=10,
+        checkpoint=tmp_path / "c.pt",
+        progress=False,
+    )
+    pyro.clear_param_store()
+    with pytest.raises(ValueError, match="already holds 10 steps and num_steps=5 is fewer"):
+        run_svi(
+            regression,
+            AutoNormal(regression),
+            *data,
+            num_steps=5,
+            checkpoint=tmp_path / "c.pt",
+            resume=True,
+        )
+    x, y = data
+    with pytest.raises(ValueError, match=r"'AutoNormal.locs.w' has shape \(3,\) there, \(4,\)"):
+        run_svi(
+            regression,
+            AutoNormal(regression),
+            torch.cat([x, x[:, :1]], 1),
+            y,
+            num_steps=20,
+            checkpoint=tmp_path / "c.pt",
+            resume=True,
+        )
+    assert not pyro.get_param_store().keys()  # left as it was
 
 
 def test_crash_mid_training_names_step_and_keeps_checkpoint(tmp_path, data):
@@ -230,7 +324,7 @@ def test_crash_mid_training_names_step_and_keeps_checkpoint(tmp_path, data):
             progress=False,
         )
     assert "step 12 failed" in "".join(error.value.__notes__)
-    assert torch.load(tmp_path / "c.pt", weights_only=False)["step"] == 10
+    assert load_checkpoint(tmp_path / "c.pt")["step"] == 10
     assert not list(tmp_path.glob(".*.tmp"))
 
 

@@ -70,3 +70,27 @@ def test_loading_into_other_guide_class_is_refused(tmp_path, data):
 def test_unknown_guide_name_lists_valid_ones():
     with pytest.raises(ValueError, match="guide='flow' is unknown; valid guides: normal, "):
         make_guide("flow", model)
+
+
+def test_damaged_or_foreign_guide_files_are_refused(tmp_path, data):
+    path = tmp_path / "guide.pt"
+    save_guide(trained("normal", data), path)
+    content = bytearray(path.read_bytes())
+    content[-20] ^= 0x01
+    path.write_bytes(bytes(content))
+    with pytest.raises(ValueError, match=f"path='{path}' is corrupt: .*sha256"):
+        load_guide(make_guide("normal", model), path, *data)
+    torch.save({"guide_class": "x", "state_dict": {}}, path)  # a plain torch.save file
+    with pytest.raises(ValueError, match=f"path='{path}' is not a pyroext checkpoint: .*zip"):
+        load_guide(make_guide("normal", model), path, *data)
+    with pytest.raises(FileNotFoundError, match="save_guide writes it"):
+        load_guide(make_guide("normal", model), tmp_path / "none.pt", *data)
+
+
+def test_guide_of_another_model_is_refused_naming_the_file(tmp_path, data):
+    save_guide(trained("normal", data), tmp_path / "guide.pt")
+    pyro.clear_param_store()
+    x, y = data
+    wider = torch.cat([x, x], dim=1), y
+    with pytest.raises(ValueError, match="path=.*guide.pt' does not fit this AutoNormal"):
+        load_guide(make_guide("normal", model), tmp_path / "guide.pt", *wider)
