@@ -8,7 +8,6 @@ traceback instead.
 __all__ = ["ANTICIPATED", "main"]
 
 import argparse
-import pickle
 import subprocess
 import sys
 import warnings
@@ -32,16 +31,14 @@ from pyroext.infer.runner import SVIResult
 ANTICIPATED: tuple[type[BaseException], ...] = (
     ValueError,
     OSError,
-    EOFError,
-    pickle.UnpicklingError,
     NotCompilable,
     NonFiniteLossError,
 )
 """What the command line reports in one line: the project raises ``ValueError`` (a bad option
-or file content, naming it) and ``OSError`` (a missing or unreadable file, naming it), and
-``torch.load`` raises ``EOFError`` and ``UnpicklingError`` for a truncated or foreign file.
-Anything else (a ``RuntimeError`` or ``KeyError`` from inside torch, say) is as likely a bug
-as a bad input, and keeps its traceback so that it can be reported."""
+or file content, naming it: a corrupt, truncated or foreign checkpoint too) and ``OSError`` (a
+missing or unreadable file, naming it). Anything else (a ``RuntimeError`` or ``KeyError`` from
+inside torch, say) is as likely a bug as a bad input, and keeps its traceback so that it can be
+reported."""
 DEBUG_HELP = "show the traceback of an error instead of its one-line message"
 MAX_MESSAGE = 500
 
@@ -135,8 +132,6 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
 def _one_line(error: BaseException) -> str:
     """The error's message and notes on one line, cut to :data:`MAX_MESSAGE` characters."""
     text = " ".join(str(error).split()) or type(error).__name__
-    if isinstance(error, EOFError | pickle.UnpicklingError):  # their messages name no cause
-        text = f"{type(error).__name__}: {text}"
     if len(text) > MAX_MESSAGE:
         text = f"{text[:MAX_MESSAGE]} ... (--debug shows all of it)"
     notes = " ".join(" ".join(getattr(error, "__notes__", ())).split())

@@ -121,9 +121,6 @@ class _DetachedNet(nn.Module):
     def permutation(self) -> Tensor:
         return self._net[0].permutation
 
-    def get_permutation(self) -> Tensor:
-        return self._net[0].get_permutation()
-
     def forward(self, inputs: Tensor) -> Tensor | tuple[Tensor, ...]:
         net = self._net[0]
         constants = {name: value.detach() for name, value in net.named_parameters()}
