@@ -12,6 +12,7 @@ __all__ = [
     "MANIFEST_FILE",
     "POSTERIOR_FILE",
     "RunDir",
+    "read_datatree",
     "save_datatree",
 ]
 
@@ -23,6 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import h5py
 import matplotlib.pyplot as plt
 import pandas as pd
 import xarray as xr
@@ -32,12 +34,19 @@ from pyroext.infer.runner import SVIResult
 from pyroext.report import plot_losses
 
 POSTERIOR_FILE = "posterior.nc"
+UNREADABLE = (OSError, KeyError, RuntimeError, TypeError, ValueError)
+"""What h5py and xarray raise for a damaged or foreign file (seen in bit-flip trials)."""
+REWRITE = "write it again with `pyroext fit <model> ... --out <folder>`"
 CHECKPOINT_FILE = "checkpoint.pt"
 MANIFEST_FILE = "manifest.json"
 
 
 def save_datatree(dt: xr.DataTree, path: str | os.PathLike) -> Path:
     """Writes a DataTree to netCDF (h5netcdf) atomically (see :func:`atomic_target`).
+
+    Every numeric array of every group is stored with HDF5's fletcher32 checksum, which
+    :func:`read_datatree` verifies: a file damaged on disk or in transfer is refused by name
+    instead of giving wrong numbers. (Strings and attributes carry no checksum.)
 
     Arguments:
         dt: The tree.
@@ -47,8 +56,89 @@ def save_datatree(dt: xr.DataTree, path: str | os.PathLike) -> Path:
         The path written.
     """
     with atomic_target(path) as temporary:
-        dt.to_netcdf(temporary, engine="h5netcdf")
+        dt.to_netcdf(temporary, engine="h5netcdf", encoding=_checksummed(dt))
     return Path(path)
+
+
+def read_datatree(path: str | os.PathLike) -> xr.DataTree:
+    """Reads a DataTree written by :func:`save_datatree` into memory, checking it first.
+
+    Every array is read once through h5py, which verifies the fletcher32 checksums (files
+    written without them are read unchecked), before xarray decodes the tree.
+
+    Arguments:
+        path: The netCDF file.
+
+    Returns:
+        The tree, loaded (no file stays open).
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+        IsADirectoryError: If ``path`` is a folder.
+        ValueError: If the file is truncated, not HDF5/netCDF, fails a checksum, or does not
+            decode as a DataTree; the message names the file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a netCDF file")
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    _verify_hdf5(path)
+    try:
+        with xr.open_datatree(path, engine="h5netcdf") as tree:
+            return tree.load()
+    except UNREADABLE as error:
+        raise ValueError(
+            f"{path} does not decode as an ArviZ DataTree ({_reason(error)}); {REWRITE}"
+        ) from error
+
+
+def _checksummed(dt: xr.DataTree) -> dict[str, dict[str, dict[str, bool]]]:
+    """fletcher32 encodings for every group's numeric arrays; scalars (which HDF5 does not
+    chunk), empty arrays and strings (variable-length, unfiltered) go without."""
+    encoding = {}
+    for node in dt.subtree:
+        variables = node.to_dataset(inherit=False).variables
+        chosen = {
+            str(name): {"fletcher32": True}
+            for name, variable in variables.items()
+            if variable.ndim and variable.size and variable.dtype.kind in "biuf"
+        }
+        if chosen:
+            encoding[node.path] = chosen
+    return encoding
+
+
+def _verify_hdf5(path: Path) -> None:
+    """Reads every object of an HDF5 file, so that a damaged one fails here, by name."""
+    damaged: list[str] = []
+
+    def visit(name: str, item: h5py.HLObject) -> bool | None:
+        try:
+            dict(item.attrs)
+            if isinstance(item, h5py.Dataset):
+                item[()]
+        except UNREADABLE as error:
+            what = "checksum mismatch" if getattr(item, "fletcher32", False) else "unreadable"
+            damaged.append(f"{what} in {name} ({_reason(error)})")
+            return True  # stops the walk
+        return None
+
+    try:
+        with h5py.File(path, "r") as file:
+            dict(file.attrs)
+            file.visititems(visit)
+    except UNREADABLE as error:
+        raise ValueError(
+            f"{path} is not a readable netCDF file ({_reason(error)}): it is truncated, "
+            f"damaged or of another format; {REWRITE}"
+        ) from error
+    if damaged:
+        raise ValueError(f"{path} is corrupt: {damaged[0]}; {REWRITE}")
+
+
+def _reason(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 class RunDir:
@@ -91,17 +181,27 @@ class RunDir:
         """The run folder at ``path``, which ``diagnose`` reads.
 
         Raises:
-            FileNotFoundError: If ``path`` is not a folder or holds no ``posterior.nc``.
+            FileNotFoundError: If ``path`` does not exist or holds no ``posterior.nc``.
+            NotADirectoryError: If ``path`` is a file.
+            IsADirectoryError: If its ``posterior.nc`` is a folder.
         """
-        run = cls(path)
+        run, fix = cls(path), f"write one with `pyroext fit <model> ... --out {path}` first"
+        if not run.path.exists():
+            raise FileNotFoundError(f"run_dir={str(path)!r} does not exist; {fix}")
         if not run.path.is_dir():
-            raise FileNotFoundError(f"run_dir={str(path)!r} is not a folder")
-        if not run.posterior.is_file():
-            raise FileNotFoundError(
-                f"run_dir={str(path)!r} has no {POSTERIOR_FILE}; write one with "
-                f"`pyroext fit <model> ... --out {path}`"
+            raise NotADirectoryError(
+                f"run_dir={str(path)!r} is a file; give the folder `pyroext fit --out` wrote"
             )
+        if run.posterior.is_dir():
+            raise IsADirectoryError(f"{run.posterior} is a folder, not a netCDF file")
+        if not run.posterior.is_file():
+            empty = " (the folder is empty)" if not any(run.path.iterdir()) else ""
+            raise FileNotFoundError(f"run_dir={str(path)!r} has no {POSTERIOR_FILE}{empty}; {fix}")
         return run
+
+    def read_posterior(self) -> xr.DataTree:
+        """The DataTree of ``posterior.nc``, checked and loaded (see :func:`read_datatree`)."""
+        return read_datatree(self.posterior)
 
     @property
     def posterior(self) -> Path:

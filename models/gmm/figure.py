@@ -11,6 +11,7 @@ from matplotlib.patches import Ellipse
 
 # 1 and 2 standard deviations of a 2-D Gaussian hold 39% and 86% of its mass.
 ELLIPSE_RADII = (1.0, 2.0)
+MAX_LEGEND = 10  # the palette's colours: beyond them entries repeat, and placing them is slow
 
 
 def plot_mixture(
@@ -27,7 +28,8 @@ def plot_mixture(
 
     A point's colour mixes the components' colours with its responsibilities as weights, so
     points between clusters show as blends; each component gets its 1- and 2-sd ellipses (the
-    marginal of its first two features) and its weight in the legend.
+    marginal of its first two features) and, for up to ten components, its weight in the
+    legend.
 
     Arguments:
         x: Data ``(N, D)``, ``D >= 2``.
@@ -57,10 +59,11 @@ def plot_mixture(
         cov = covariances[j, :2, :2].double()
         for radius in ELLIPSE_RADII:
             axis.add_patch(_ellipse(centre, cov, radius, palette[j]))
-        label = f"component {j}: weight {float(weights[j]):.2f}"
+        label = f"component {j}: weight {float(weights[j]):.2f}" if k <= MAX_LEGEND else None
         axis.plot(*centre, marker="x", color=palette[j], ms=9, mew=2, ls="", label=label)
     axis.set(xlabel=feature_names[0], ylabel=feature_names[1], title=title)
-    axis.legend(loc="best", fontsize=8)
+    if k <= MAX_LEGEND:
+        axis.legend(loc="best", fontsize=8)
     figure.tight_layout()
     return figure
 

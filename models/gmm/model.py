@@ -46,6 +46,7 @@ from torch import Tensor
 
 from pyroext.guides.categorical import AutoLocalCategorical
 from pyroext.models.gmm.em import check_gmm_data
+from pyroext.models.gmm.mixture import GaussianMixture, mixture_log_joint
 
 COVARIANCES = ("diagonal", "full")
 
@@ -75,11 +76,11 @@ def component_distribution(
     Returns:
         A multivariate normal with batch shape ``(..., K)``.
     """
-    if corr_chol is None:
-        scale_tril = torch.diag_embed(scales)
-    else:
-        scale_tril = scales.unsqueeze(-1) * corr_chol
-    return dist.MultivariateNormal(locs, scale_tril=scale_tril)
+    return dist.MultivariateNormal(locs, scale_tril=_scale_tril(scales, corr_chol))
+
+
+def _scale_tril(scales: Tensor, corr_chol: Tensor | None) -> Tensor:
+    return torch.diag_embed(scales) if corr_chol is None else scales.unsqueeze(-1) * corr_chol
 
 
 def gmm_model(
@@ -130,7 +131,8 @@ def gmm_marginal_model(
 ) -> None:
     """The same mixture with the assignments summed out in closed form.
 
-    ``x_n ~ sum_k w_k N(locs_k, Sigma_k)`` (a ``MixtureSameFamily``), plus the deterministic
+    ``x_n ~ sum_k w_k N(locs_k, Sigma_k)`` (a :class:`~pyroext.models.gmm.mixture.GaussianMixture`,
+    scored at all draws, points and components in one matrix product), plus the deterministic
     site ``responsibilities`` ``p(z_n = k | x_n, theta)`` with dims ``obs, component``. It has
     the latent sites of :func:`gmm_model` without ``assignment``, and its log joint equals
     :func:`gmm_model`'s enumerated one, so guides built on it train with ``TraceEnum_ELBO`` on
@@ -146,14 +148,14 @@ def gmm_marginal_model(
     )
     # The components' batch shape must extend the weights' (extra leading draw dims included).
     batch = weights.shape[:-1]
-    components = component_distribution(
-        locs.reshape(*batch, *locs.shape[-2:]),
+    scale_tril = _scale_tril(
         scales.reshape(*batch, *scales.shape[-2:]),
         None if corr_chol is None else corr_chol.reshape(*batch, *corr_chol.shape[-3:]),
     )
-    mixture = dist.MixtureSameFamily(dist.Categorical(weights), components)
+    locs = locs.reshape(*batch, *locs.shape[-2:])
+    mixture = GaussianMixture(weights, locs, scale_tril)
     with pyro.plate("obs", x.shape[0]):
-        joint = components.log_prob(x.unsqueeze(-2)) + weights.log()
+        joint = mixture_log_joint(x, weights, locs, scale_tril)
         # pyro.deterministic takes no infer dict; this names its event axis for the export.
         with poutine.infer_config(config_fn=lambda _: {"event_dims": ["component"]}):
             pyro.deterministic("responsibilities", torch.softmax(joint, -1), event_dim=1)

@@ -18,6 +18,7 @@ import pyro
 import torch
 import xarray as xr
 from pyro.infer import MCMC
+from pyro.infer.autoguide import AutoGuide
 from torch import Tensor
 
 import pyroext
@@ -101,6 +102,11 @@ def from_pyro_svi(
     Raises:
         ValueError: For invalid arguments, including ``dims`` naming no site.
 
+    Warns:
+        UserWarning: If the guide has not been trained: an autoguide that was never called
+            (its parameters are made at its first call), or another guide whose parameters
+            this export created in the param store.
+
     References:
         Yao, Vehtari, Simpson and Gelman (2018). Yes, but Did It Work?: Evaluating
         Variational Inference. ICML.
@@ -113,9 +119,13 @@ def from_pyro_svi(
     kwargs = dict(model_kwargs or {})
     with _seeded(seed):
         info = with_user_dims(inspect_model(model, args, kwargs), options.dims, constant_data)
+        known, never_called = set(pyro.get_param_store().keys()), _never_called(guide)
         guided = sample_guide(guide, info, num_samples, args, kwargs)
+        created = sorted(set(pyro.get_param_store().keys()) - known)
         fit = Fit(model, args, kwargs, info, guided.values, (1, num_samples))
         groups, scored = shared_groups(fit, options)
+    if never_called or (created and not isinstance(guide, AutoGuide)):
+        _warn_untrained(guide, created)
     stats = {"lp": scored.lp.reshape(1, -1), "lq": guided.lq.reshape(1, -1)}
     stats |= {name: value.unsqueeze(0) for name, value in guided.stats.items()}
     stats_dims = getattr(guide, "sample_stats_dims", {})
@@ -125,6 +135,27 @@ def from_pyro_svi(
         groups["unconstrained_posterior"] = g.unconstrained_posterior(layout, scored.unconstrained)
     guide_name = getattr(guide, "__name__", None) or type(guide).__name__
     return _tree(groups, options.coords, guide=guide_name)
+
+
+def _never_called(guide: Callable[..., Any]) -> bool:
+    """Whether an autoguide has never run: it makes its parameters at its first call, which
+    training, resuming and loading saved parameters all make (module-held parameters need not
+    be in the param store, so the store cannot tell for an autoguide)."""
+    return isinstance(guide, AutoGuide) and getattr(guide, "prototype_trace", None) is None
+
+
+def _warn_untrained(guide: Callable[..., Any], created: list[str]) -> None:
+    """Warns that the exported draws come from a guide's initial values, not from a fit."""
+    name = getattr(guide, "__name__", None) or type(guide).__name__
+    listed = ", ".join(created[:3]) + (f" and {len(created) - 3} more" if len(created) > 3 else "")
+    made = f" (this export created its parameters {listed})" if created else ""
+    warnings.warn(
+        f"guide {name} has not been trained: it was never called before this export{made}, "
+        "so the draws come from its initial values; train it first, e.g. with "
+        "pyroext.infer.run_svi(model, guide, ...)",
+        UserWarning,
+        skip_file_prefixes=(PACKAGE_DIR,),
+    )
 
 
 def from_pyro(

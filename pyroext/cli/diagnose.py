@@ -4,6 +4,7 @@ __all__ = ["DiagnoseReport", "diagnose_run", "print_report"]
 
 import math
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -17,9 +18,9 @@ import pandas as pd
 import xarray as xr
 
 from pyroext.arviz.groups import SAMPLE_DIMS
-from pyroext.diagnostics import KhatResult, vi_khat, vi_loo
+from pyroext.diagnostics import KhatResult, drop_nonfinite_draws, vi_khat, vi_loo
 from pyroext.diagnostics.khat import MIN_SAMPLES
-from pyroext.runs import RunDir
+from pyroext.runs import POSTERIOR_FILE, RunDir
 
 
 class DiagnoseReport(NamedTuple):
@@ -36,6 +37,10 @@ class DiagnoseReport(NamedTuple):
         unplotted: The posterior variables left out of the plots, which show at most
             ArviZ's ``plot.max_subplots`` panels (e.g. a network's weights); the summary
             table has them all.
+        dropped: Number of draws left out for holding NaN or infinite values (with a
+            warning); everything above is computed from the others.
+        no_loo: Why LOO was not computed although k-hat could be (no ``log_likelihood``
+            group, or too few draws), if it was not.
     """
 
     summary: pd.DataFrame
@@ -44,6 +49,8 @@ class DiagnoseReport(NamedTuple):
     files: list[Path]
     skipped: str | None = None
     unplotted: tuple[str, ...] = ()
+    dropped: int = 0
+    no_loo: str | None = None
 
 
 def diagnose_run(
@@ -64,12 +71,19 @@ def diagnose_run(
         A :class:`DiagnoseReport`.
 
     Raises:
-        FileNotFoundError: If ``run_dir`` is not a folder or has no ``posterior.nc``.
+        FileNotFoundError: If ``run_dir`` does not exist or has no ``posterior.nc``.
+        NotADirectoryError: If ``run_dir`` is a file.
+        ValueError: If ``posterior.nc`` is truncated, corrupt (checksum mismatch), has no
+            posterior group, or only draws with NaN or infinite values.
+
+    Warns:
+        UserWarning: When draws with NaN or infinite values are left out (their number and
+            where they were).
     """
-    source = RunDir.open(run_dir).posterior
+    run = RunDir.open(run_dir)
+    dt, dropped = _finite_tree(run.read_posterior(), run.posterior)
     out = Path(out) if out is not None else Path(run_dir) / "diagnostics"
     out.mkdir(parents=True, exist_ok=True)
-    dt = xr.open_datatree(source, engine="h5netcdf")
     chains = dt["posterior"].sizes.get("chain", 1)
     names = _sampled_variables(dt)
     summary = azs.summary(dt, var_names=names, kind="all" if chains > 1 else "stats")
@@ -81,11 +95,41 @@ def diagnose_run(
     khat = vi_khat(dt) if variational and skipped is None else None
     if khat is not None:
         files.append(_write_csv(_khat_table(khat), out / "khat.csv"))
-    loo = _loo(dt, variational) if skipped is None else None
+    no_loo = _why_no_loo(dt) if skipped is None else None
+    loo = _loo(dt, variational) if skipped is None and no_loo is None else None
     if loo is not None:
         files.append(_write_csv(_loo_table(loo), out / "loo.csv"))
     files += _plots(dt, loo, chains, plotted, out)
-    return DiagnoseReport(summary, khat, loo, files, skipped, unplotted)
+    return DiagnoseReport(summary, khat, loo, files, skipped, unplotted, dropped, no_loo)
+
+
+def _finite_tree(dt: xr.DataTree, source: Path) -> tuple[xr.DataTree, int]:
+    """The tree checked for a posterior, without the draws holding NaN or infinite values,
+    and how many those were; a warning names them."""
+    if "posterior" not in dt.children or not dt["posterior"].data_vars:
+        groups = ", ".join(dt.children) or "none"
+        raise ValueError(
+            f"{source} has no posterior group with variables (groups: {groups}); it is not "
+            f"a fit's {POSTERIOR_FILE}: write one with `pyroext fit <model> ... --out <folder>`"
+        )
+    if not set(SAMPLE_DIMS) <= set(dt["posterior"].dims):
+        raise ValueError(
+            f"{source}: the posterior has dims {tuple(dt['posterior'].dims)}, without the "
+            "sample dims ('chain', 'draw') that ArviZ needs"
+        )
+    try:
+        finite, found = drop_nonfinite_draws(dt)
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from error
+    if len(found.draws):
+        warnings.warn(
+            f"{source}: {found.describe()}; they are left out, and the summary, k-hat and LOO "
+            f"use the other {found.total - len(found.draws)} (which flatters the fit: the "
+            "dropped draws are where it failed)",
+            UserWarning,
+            stacklevel=3,
+        )
+    return finite, len(found.draws)
 
 
 def _why_no_khat(dt: xr.DataTree) -> str | None:
@@ -98,9 +142,20 @@ def _why_no_khat(dt: xr.DataTree) -> str | None:
     return None
 
 
+def _why_no_loo(dt: xr.DataTree) -> str | None:
+    """Why LOO cannot be computed, if it cannot: it needs pointwise log-likelihoods."""
+    if "log_likelihood" not in dt.children or not dt["log_likelihood"].data_vars:
+        return (
+            "no LOO: the tree has no log_likelihood group (export with log_likelihood=True "
+            "and observed sites)"
+        )
+    draws = math.prod(dt["posterior"].sizes[dim] for dim in SAMPLE_DIMS)
+    if draws < MIN_SAMPLES:
+        return f"no LOO: {draws} draws are too few (at least {MIN_SAMPLES})"
+    return None
+
+
 def _loo(dt: xr.DataTree, variational: bool) -> Any:
-    if "log_likelihood" not in dt.children:
-        return None
     return vi_loo(dt) if variational else azs.loo(dt, pointwise=True)
 
 
@@ -201,8 +256,9 @@ def print_report(report: DiagnoseReport) -> None:
     print(report.summary.to_string())
     if report.khat is not None:
         print(f"Pareto k-hat of p/q: {report.khat.khat:.3f} ({report.khat.interpretation})")
-    if report.skipped is not None:
-        print(report.skipped)
+    for note in (report.skipped, report.no_loo):
+        if note is not None:
+            print(note)
     if report.unplotted:
         print(f"not plotted (too many panels; in summary.csv): {', '.join(report.unplotted)}")
     if report.loo is not None:

@@ -10,6 +10,8 @@ import torchvision
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from pyroext.data.idx import read_idx_images, read_idx_labels
+
 BINARIZATIONS: tuple[str | None, ...] = ("dynamic", "static", None)
 """Valid values of the ``binarize`` argument."""
 
@@ -19,7 +21,8 @@ RAW_FILES: tuple[str, ...] = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
-"""Uncompressed IDX files torchvision needs in ``<root>/<MNIST|FashionMNIST>/raw/``."""
+"""The IDX files :func:`load_mnist` reads from ``<root>/<MNIST|FashionMNIST>/raw/`` (each
+uncompressed or gzipped as ``<name>.gz``), as torchvision downloads them."""
 
 
 class BinarizedImages(Dataset[tuple[Tensor, Tensor]]):
@@ -89,11 +92,15 @@ def load_mnist(
     fashion: bool = False,
     download: bool = False,
 ) -> BinarizedImages:
-    """Loads MNIST (or Fashion-MNIST) through torchvision as :class:`BinarizedImages`.
+    """Loads MNIST (or Fashion-MNIST) from local IDX files as :class:`BinarizedImages`.
+
+    The files are checked before use (see :mod:`pyroext.data.idx`): magic numbers, the uint8
+    type code, 28x28 images, as many labels as images, labels 0 to 9 and file lengths.
 
     Arguments:
-        root: Folder holding ``MNIST/raw/`` (or ``FashionMNIST/raw/``) with the four
-            uncompressed IDX files of :data:`RAW_FILES`; ``~`` is expanded.
+        root: Folder holding ``MNIST/raw/`` (or ``FashionMNIST/raw/``) with the four IDX files
+            of :data:`RAW_FILES`, each uncompressed or gzipped (``<name>.gz``); ``~`` is
+            expanded.
         train: The 60000 training images if ``True``, else the 10000 test images.
         binarize: One of :data:`BINARIZATIONS`, see :class:`BinarizedImages`.
         fashion: Load Fashion-MNIST instead of MNIST.
@@ -103,16 +110,28 @@ def load_mnist(
         A dataset of ``(image, label)`` pairs, images flattened to 784 values.
 
     Raises:
-        ValueError: If ``binarize`` is unknown.
+        ValueError: If ``binarize`` is unknown, or a file is not a valid IDX file of MNIST
+            images or labels, or the image and label files of the split disagree.
         FileNotFoundError: If ``download`` is ``False`` and a raw file is missing.
+        OSError: If a file cannot be read, or the download fails.
     """
     _check_binarize(binarize)
     root = os.path.expanduser(os.fspath(root))
     cls = torchvision.datasets.FashionMNIST if fashion else torchvision.datasets.MNIST
-    if not download:
-        _check_raw_files(Path(root) / cls.__name__ / "raw", cls.__name__)
-    dataset = cls(root, train=train, download=download)
-    return BinarizedImages(dataset.data, dataset.targets, binarize)
+    folder = Path(root) / cls.__name__ / "raw"
+    if download:
+        _download(cls, root, folder)
+    _check_raw_files(folder, cls.__name__)
+    split = "train" if train else "t10k"
+    image_file = _present(folder / f"{split}-images-idx3-ubyte")
+    label_file = _present(folder / f"{split}-labels-idx1-ubyte")
+    images, labels = read_idx_images(image_file), read_idx_labels(label_file)
+    if len(images) != len(labels):
+        raise ValueError(
+            f"{image_file} holds {len(images)} images but {label_file} holds {len(labels)} "
+            "labels; the files come from different downloads (fetch both again)"
+        )
+    return BinarizedImages(images, labels, binarize)
 
 
 def _check_binarize(binarize: str | None) -> None:
@@ -123,13 +142,35 @@ def _check_binarize(binarize: str | None) -> None:
         )
 
 
+def _download(cls: type[torchvision.datasets.MNIST], root: str, folder: Path) -> None:
+    """Runs torchvision's download (a no-op when the files are there) without its reader,
+    whose bare assertions would hide which file is bad."""
+    downloader = cls.__new__(cls)
+    downloader.root = root
+    try:
+        downloader.download()
+    except (OSError, RuntimeError) as error:
+        reason = " ".join(str(error).split())
+        raise OSError(f"downloading {cls.__name__} into {folder} failed: {reason}") from error
+
+
+def _present(path: Path) -> Path:
+    """The file itself if it is there, else its gzipped form."""
+    gzipped = path.with_name(path.name + ".gz")
+    return path if path.exists() or not gzipped.exists() else gzipped
+
+
 def _check_raw_files(folder: Path, name: str) -> None:
-    # torchvision requires all four files whichever split is read, and reports only
-    # "Dataset not found" without saying where it looked.
-    missing = [file for file in RAW_FILES if not (folder / file).is_file()]
+    # All four files, whichever split is read: the jobs read both, and a missing test split
+    # would otherwise surface only after training.
+    for file in RAW_FILES:
+        if _present(folder / file).is_dir():
+            raise IsADirectoryError(f"{_present(folder / file)} is a folder, not an IDX file")
+    missing = [file for file in RAW_FILES if not _present(folder / file).is_file()]
     if missing:
         raise FileNotFoundError(
-            f"{name} not found: torchvision expects the uncompressed files "
-            f"{', '.join(RAW_FILES)} in {folder}{os.sep} (missing: {', '.join(missing)}). "
-            f"Pass download=True to fetch them, or copy them (gunzipped) into that folder."
+            f"{name} not found: expected the IDX files {', '.join(RAW_FILES)} (each "
+            f"uncompressed or as <name>.gz) in {folder}{os.sep} (missing: "
+            f"{', '.join(missing)}). Pass download=True to fetch them, or copy them into "
+            "that folder."
         )

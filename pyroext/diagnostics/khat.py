@@ -85,8 +85,8 @@ def vi_khat(dt: xr.DataTree) -> KhatResult:
         A :class:`KhatResult`.
 
     Raises:
-        ValueError: If ``lp`` or ``lq`` is missing, their dims differ, there are fewer than
-            30 draws, or a ratio is NaN or ``+inf``.
+        ValueError: If ``lp`` or ``lq`` is missing, their dims or sizes differ, there are
+            fewer than 30 draws, or a ratio is NaN or ``+inf`` (the message counts them).
 
     References:
         Yao, Vehtari, Simpson, Gelman. "Yes, but did it work?: Evaluating variational
@@ -103,9 +103,21 @@ def vi_khat(dt: xr.DataTree) -> KhatResult:
             f"at the guide draws; missing: {', '.join(missing)}"
         )
     lp, lq = stats["lp"], stats["lq"]
-    if set(lp.dims) != set(lq.dims):
-        raise ValueError(f"sample_stats.lp has dims {lp.dims} but lq has dims {lq.dims}")
-    return khat_from_log_ratios((lp - lq).transpose(*lp.dims).values.ravel())
+    if set(lp.dims) != set(lq.dims) or dict(lp.sizes) != dict(lq.sizes):
+        raise ValueError(
+            f"sample_stats.lp has sizes {dict(lp.sizes)} but lq has sizes {dict(lq.sizes)}; "
+            "both must hold the same draws"
+        )
+    ratios = lp.values - lq.transpose(*lp.dims).values
+    bad = np.isnan(ratios) | np.isposinf(ratios)
+    if bad.any():
+        raise ValueError(
+            f"{int(bad.sum())} of {bad.size} draws have a NaN or +inf log ratio lp - lq "
+            f"(non-finite: sample_stats.lp at {int((~np.isfinite(lp.values)).sum())} draws, "
+            f"lq at {int((~np.isfinite(lq.values)).sum())}); drop those draws "
+            "(pyroext.diagnostics.drop_nonfinite_draws) or refit"
+        )
+    return khat_from_log_ratios(ratios.ravel())
 
 
 def vi_khat_from_model(
