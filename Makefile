@@ -43,9 +43,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check pyroext models tests examples benchmarks
 	$(BIN)/ruff format --check pyroext models tests examples benchmarks
 
-# One worker per core (pytest-xdist), a test module's tests on one worker.
+# One worker per core (pytest-xdist); an idle worker takes tests queued for a busy one, so that
+# no long module leaves a core idle at the end (a module fixture may then run on both workers).
 test: lint
-	$(BIN)/python -m pytest -n auto --dist loadscope
+	$(BIN)/python -m pytest -n auto --dist worksteal
 
 # Every benchmark in its quick mode: small sizes, one repeat, the embedded digits instead of
 # MNIST; a few minutes in all. `make bench BENCH_ARGS=` runs them at full size (hours), with

@@ -30,7 +30,7 @@ import pandas as pd
 import xarray as xr
 
 from pyroext.infer.checkpoint import atomic_target
-from pyroext.infer.runner import SVIResult
+from pyroext.infer.result import SVIResult
 from pyroext.report import plot_losses
 
 POSTERIOR_FILE = "posterior.nc"

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+import torch
 import xarray as xr
 from torch import Tensor
 
@@ -155,7 +156,7 @@ def shared_groups(fit: Fit, options: Options) -> tuple[dict[str, xr.Dataset], Re
     info, num = fit.info, math.prod(fit.sample_shape)
     layout = g.Layout(info.sites, fit.sample_shape, options.coords)
     replay = (fit.model, info, fit.draws, num, fit.args, fit.kwargs)
-    scored = replay_model(*replay, resample=False, unconstrained=options.unconstrained)
+    scored = _scored(replay, options.unconstrained)
     latent = [name for name in info.names("latent") if name in fit.draws]
     observed = info.names("observed")
     groups = {
@@ -179,6 +180,36 @@ def shared_groups(fit: Fit, options: Options) -> tuple[dict[str, xr.Dataset], Re
     if options.predictions is not None:
         groups.update(_prediction_groups(fit, options))
     return groups, scored
+
+
+def _scored(replay: tuple[Any, ...], unconstrained: bool) -> Replay:
+    """The replay scoring the draws, run in float64 where the model allows: in float32 a
+    log-likelihood smaller in size than about 1e-45 is exactly 0, and PSIS fails on the tied
+    values. A model holding float32 networks runs at its own precision."""
+    model, info, draws, num, args, kwargs = replay
+    values = [*draws.values(), *args, *kwargs.values()]
+    if not any(_is_low_precision(value) for value in values):
+        return replay_model(*replay, resample=False, unconstrained=unconstrained)
+    doubled = (
+        model,
+        info,
+        {name: _to_float64(value) for name, value in draws.items()},
+        num,
+        tuple(_to_float64(value) for value in args),
+        {name: _to_float64(value) for name, value in kwargs.items()},
+    )
+    try:
+        return replay_model(*doubled, resample=False, unconstrained=unconstrained)
+    except (RuntimeError, TypeError):  # float32 parameters meet float64 inputs
+        return replay_model(*replay, resample=False, unconstrained=unconstrained)
+
+
+def _is_low_precision(value: Any) -> bool:
+    return isinstance(value, Tensor) and value.is_floating_point() and value.dtype != torch.float64
+
+
+def _to_float64(value: Any) -> Any:
+    return value.double() if _is_low_precision(value) else value
 
 
 def _prior_groups(fit: Fit, num: int, coords: Mapping[str, Any]) -> dict[str, xr.Dataset]:

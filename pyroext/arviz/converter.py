@@ -130,6 +130,7 @@ def from_pyro_svi(
     stats |= {name: value.unsqueeze(0) for name, value in guided.stats.items()}
     stats_dims = getattr(guide, "sample_stats_dims", {})
     groups["sample_stats"] = g.sample_stats(stats, fit.sample_shape, stats_dims)
+    groups["sample_stats"].attrs.update(getattr(guide, "sample_stats_attrs", {}))
     if unconstrained and scored.unconstrained:
         layout = g.Layout(info.sites, fit.sample_shape, options.coords)
         groups["unconstrained_posterior"] = g.unconstrained_posterior(layout, scored.unconstrained)

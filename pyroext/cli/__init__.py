@@ -16,17 +16,24 @@ from typing import Any, NoReturn
 
 import matplotlib
 import pandas as pd
+import torch
 import torch.distributed as dist
 
 from pyroext.checks import parse_count
 from pyroext.cli.demo import print_demo, run_demo
 from pyroext.cli.diagnose import diagnose_run, print_report
-from pyroext.cli.fit import add_fit_commands, fit_config, other_jobs_option
+from pyroext.cli.fit import (
+    add_fit_commands,
+    add_threads_option,
+    default_threads,
+    fit_config,
+    other_jobs_option,
+)
 from pyroext.cli.registry import JOBS
 from pyroext.infer import NonFiniteLossError
 from pyroext.infer.compiled import NotCompilable
 from pyroext.infer.distributed import is_main_process, launched_by_torchrun
-from pyroext.infer.runner import SVIResult
+from pyroext.infer.result import SVIResult
 
 ANTICIPATED: tuple[type[BaseException], ...] = (
     ValueError,
@@ -68,6 +75,14 @@ def _parser() -> argparse.ArgumentParser:
     diagnose.add_argument(
         "--out", default=None, help="output folder (default RUN_DIR/diagnostics)"
     )
+    diagnose.add_argument(
+        "--var-names",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="posterior variables to summarise and plot (default: the sampled ones and "
+        "deterministic ones of at most 100 values)",
+    )
     demo = commands.add_parser("demo", help="run the quick demo on embedded data")
     demo.add_argument("--out", default="runs/demo", help="output folder")
     demo.add_argument(
@@ -78,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
         "BNN and VAE fits get a fixed fraction of it (1/3, 1/3, 1/4, 1/8)",
     )
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_threads_option(demo)
     return parser
 
 
@@ -118,11 +134,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
+    if args.command != "diagnose":
+        torch.set_num_threads(args.threads or default_threads())
     if args.command == "demo":
         print_demo(run_demo(args.out, steps=args.steps, progress=not args.no_progress), args.out)
         return 0
     if args.command == "diagnose":
-        print_report(diagnose_run(args.run_dir, args.out))
+        print_report(diagnose_run(args.run_dir, args.out, args.var_names))
         return 0
     if getattr(args, "nproc_per_node", 1) > 1 and not launched_by_torchrun():
         return _torchrun(args, argv)
@@ -176,6 +194,8 @@ def _fit(args: argparse.Namespace) -> int:
             print(fit.summary.to_string(float_format=lambda v: f"{v:.4f}"))
         print(f"{fit.describe()}; outputs in {config.out}")
         _print_compile_time(fit.result)
+        if fit.result is not None and fit.result.health is not None:
+            print(fit.result.health.describe())
     return 0
 
 

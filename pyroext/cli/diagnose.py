@@ -1,26 +1,37 @@
 """Diagnosing a saved fit: summary table, k-hat, LOO and plots from its DataTree."""
 
-__all__ = ["DiagnoseReport", "diagnose_run", "print_report"]
+__all__ = [
+    "DETERMINISTIC_MAX_VALUES",
+    "INTERVAL",
+    "DiagnoseReport",
+    "diagnose_run",
+    "loo_verdict",
+    "print_report",
+]
 
 import math
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import arviz_base as azb
-import arviz_plots as azp
 import arviz_stats as azs
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from pyroext.arviz.groups import SAMPLE_DIMS
+from pyroext.cli.figures import pareto_threshold, plotted_variables, write_figures
 from pyroext.diagnostics import KhatResult, drop_nonfinite_draws, vi_khat, vi_loo
 from pyroext.diagnostics.khat import MIN_SAMPLES
+from pyroext.guides.health import GuideHealth, health_from_stats
 from pyroext.runs import POSTERIOR_FILE, RunDir
+
+DETERMINISTIC_MAX_VALUES = 100
+"""Deterministic sites of at most this many values are summarised by default."""
+INTERVAL = 0.9
+"""Mass of the central intervals, as ``fit`` prints them (5% and 95%)."""
 
 
 class DiagnoseReport(NamedTuple):
@@ -41,6 +52,9 @@ class DiagnoseReport(NamedTuple):
             warning); everything above is computed from the others.
         no_loo: Why LOO was not computed although k-hat could be (no ``log_likelihood``
             group, or too few draws), if it was not.
+        health: For an MCMC-in-guide fit, acceptance and step size per Markov step from the
+            exported draws, with the problems found; else None.
+        divergences: Number of divergent transitions of an MCMC fit (NUTS/HMC), else None.
     """
 
     summary: pd.DataFrame
@@ -51,21 +65,31 @@ class DiagnoseReport(NamedTuple):
     unplotted: tuple[str, ...] = ()
     dropped: int = 0
     no_loo: str | None = None
+    health: GuideHealth | None = None
+    divergences: int | None = None
 
 
 def diagnose_run(
-    run_dir: str | os.PathLike, out: str | os.PathLike | None = None
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    var_names: Sequence[str] | None = None,
 ) -> DiagnoseReport:
     """Reads ``RUN_DIR/posterior.nc`` and writes summary, k-hat, LOO and plots.
 
-    Writes ``summary.csv``, ``khat.csv`` (variational fits), ``loo.csv`` and PNG plots:
-    posterior distributions, trace and rank plots (MCMC, 2+ chains), posterior predictive,
-    LOO-PIT (when every observed value has its own log-likelihood term) and Pareto k-hat.
-    Summary and posterior plots cover the sampled variables when the export lists them.
+    Writes ``summary.csv`` (mean, sd and the 5%-95% interval, as ``fit`` prints; with 2+
+    chains also R-hat and ESS), ``khat.csv`` (variational fits), ``loo.csv`` and PNG figures
+    (:mod:`pyroext.cli.figures`): posterior distributions, trace and rank plots (MCMC, 2+
+    chains), posterior predictive, LOO-PIT (when every observed value has its own
+    log-likelihood term), Pareto k per observation and, for MCMC-in-guide guides, their
+    health (acceptance and step size by step, and k-hat).
 
     Arguments:
         run_dir: Folder holding ``posterior.nc`` (as written by ``pyroext fit``).
         out: Output folder; ``run_dir/diagnostics`` by default.
+        var_names: Posterior variables to summarise and plot; by default the sampled ones
+            and the deterministic ones of at most :data:`DETERMINISTIC_MAX_VALUES` values
+            (a per-observation quantity, such as a mixture's responsibilities, only when
+            named here).
 
     Returns:
         A :class:`DiagnoseReport`.
@@ -74,7 +98,8 @@ def diagnose_run(
         FileNotFoundError: If ``run_dir`` does not exist or has no ``posterior.nc``.
         NotADirectoryError: If ``run_dir`` is a file.
         ValueError: If ``posterior.nc`` is truncated, corrupt (checksum mismatch), has no
-            posterior group, or only draws with NaN or infinite values.
+            posterior group, or only draws with NaN or infinite values, or ``var_names``
+            names a variable the posterior does not have.
 
     Warns:
         UserWarning: When draws with NaN or infinite values are left out (their number and
@@ -85,10 +110,11 @@ def diagnose_run(
     out = Path(out) if out is not None else Path(run_dir) / "diagnostics"
     out.mkdir(parents=True, exist_ok=True)
     chains = dt["posterior"].sizes.get("chain", 1)
-    names = _sampled_variables(dt)
-    summary = azs.summary(dt, var_names=names, kind="all" if chains > 1 else "stats")
+    names = _summarised_variables(dt, var_names)
+    kind = "all" if chains > 1 else "stats"
+    summary = azs.summary(dt, var_names=names, kind=kind, ci_prob=INTERVAL, ci_kind="eti")
     files = [_write_csv(pd.DataFrame(summary), out / "summary.csv")]
-    plotted, unplotted = _plotted_variables(dt, names)
+    plotted, unplotted = plotted_variables(dt, names)
     stats = dt.get("sample_stats", xr.DataTree()).data_vars
     variational = "lq" in stats
     skipped = _why_no_khat(dt) if variational else None
@@ -99,8 +125,12 @@ def diagnose_run(
     loo = _loo(dt, variational) if skipped is None and no_loo is None else None
     if loo is not None:
         files.append(_write_csv(_loo_table(loo), out / "loo.csv"))
-    files += _plots(dt, loo, chains, plotted, out)
-    return DiagnoseReport(summary, khat, loo, files, skipped, unplotted, dropped, no_loo)
+    health = _health(dt)
+    files += write_figures(dt, loo, khat, health, plotted, out)
+    divergences = int(dt["sample_stats"]["diverging"].sum()) if "diverging" in stats else None
+    return DiagnoseReport(
+        summary, khat, loo, files, skipped, unplotted, dropped, no_loo, health, divergences
+    )
 
 
 def _finite_tree(dt: xr.DataTree, source: Path) -> tuple[xr.DataTree, int]:
@@ -156,7 +186,10 @@ def _why_no_loo(dt: xr.DataTree) -> str | None:
 
 
 def _loo(dt: xr.DataTree, variational: bool) -> Any:
-    return vi_loo(dt) if variational else azs.loo(dt, pointwise=True)
+    # arviz_stats warns at length about high Pareto k; loo_verdict says it in one line.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Pp]areto.*")
+        return vi_loo(dt) if variational else azs.loo(dt, pointwise=True)
 
 
 def _khat_table(khat: KhatResult) -> pd.DataFrame:
@@ -188,61 +221,62 @@ def _loo_table(loo: Any) -> pd.DataFrame:
     )
 
 
-def _sampled_variables(dt: xr.DataTree) -> list[str] | None:
-    """The posterior's sampled variables, when the export lists them: per-observation
-    deterministics (e.g. a mixture's responsibilities) would add a row and a panel per point."""
-    names = dt["posterior"].attrs.get("sampled_variables")
-    return [str(name) for name in np.atleast_1d(names)] if names is not None else None
+def _summarised_variables(dt: xr.DataTree, var_names: Sequence[str] | None) -> list[str]:
+    """``var_names`` checked against the posterior, or by default the sampled variables and
+    the deterministic ones small enough to read (per-observation ones would add a row and a
+    panel per data point)."""
+    posterior = dt["posterior"]
+    available = list(posterior.data_vars)
+    if var_names is not None:
+        unknown = [name for name in var_names if name not in available]
+        if unknown:
+            raise ValueError(
+                f"var_names: {', '.join(unknown)} not in the posterior; valid names: "
+                f"{', '.join(available)}"
+            )
+        return list(var_names)
+    sampled = posterior.attrs.get("sampled_variables")
+    sampled = {str(name) for name in np.atleast_1d(sampled)} if sampled is not None else None
+    return [
+        name
+        for name in available
+        if sampled is None
+        or name in sampled
+        or _values(posterior[name]) <= DETERMINISTIC_MAX_VALUES
+    ]
 
 
-def _plotted_variables(
-    dt: xr.DataTree, names: list[str] | None
-) -> tuple[list[str], tuple[str, ...]]:
-    """Splits ``names`` (all posterior variables if None) into the first ones whose panels,
-    one per scalar, fit in ArviZ's ``plot.max_subplots``, and the ones left out."""
-    posterior = dt["posterior"].to_dataset()
-    limit, plotted, left_out, panels = azb.rcParams["plot.max_subplots"], [], [], 0
-    for name in names if names is not None else list(posterior.data_vars):
-        size = math.prod(
-            length for dim, length in posterior[name].sizes.items() if dim not in SAMPLE_DIMS
-        )
-        if panels + size <= limit:
-            plotted.append(name)
-            panels += size
-        else:
-            left_out.append(name)
-    return plotted, tuple(left_out)
+def _values(variable: xr.DataArray) -> int:
+    return math.prod(size for dim, size in variable.sizes.items() if dim not in SAMPLE_DIMS)
 
 
-def _plots(dt: xr.DataTree, loo: Any, chains: int, names: list[str], out: Path) -> list[Path]:
-    plots: dict[str, Callable[[], Any]] = {}
-    if names:
-        plots["posterior_dist"] = lambda: azp.plot_dist(dt, var_names=names)
-    if names and chains > 1:  # trace and rank plots compare chains
-        plots["trace"] = lambda: azp.plot_trace_dist(dt, var_names=names)
-        plots["rank"] = lambda: azp.plot_rank(dt, var_names=names)
-    if {"posterior_predictive", "observed_data"} <= set(dt.children):
-        plots["ppc"] = lambda: azp.plot_ppc_dist(dt)
-        if loo is not None and _scalar_observations(dt):
-            plots["loo_pit"] = lambda: azp.plot_loo_pit(dt)
-    if loo is not None:
-        plots["khat"] = lambda: azp.plot_khat(loo)
-    written = []
-    for name, plot in plots.items():
-        plot().savefig(out / f"{name}.png")
-        written.append(out / f"{name}.png")
-    plt.close("all")
-    return written
+def _health(dt: xr.DataTree) -> GuideHealth | None:
+    """The guide's health from the per-draw statistics its Markov steps exported."""
+    if "sample_stats" not in dt.children:
+        return None
+    stats = dt["sample_stats"]
+    recorded = {
+        name: stats[name].values for name in ("acceptance_rate", "step_size") if name in stats
+    }
+    if not recorded or not all("step" in stats[name].dims for name in recorded):
+        return None
+    guide = str(dt.attrs.get("guide", "the guide"))
+    cap = stats.attrs.get("step_size_max")
+    return health_from_stats(guide, recorded, None if cap is None else float(cap))
 
 
-def _scalar_observations(dt: xr.DataTree) -> bool:
-    """Whether each observed value has its own log-likelihood term, as LOO-PIT needs (a
-    multivariate observation, e.g. a mixture's 2-D point, has one term for several values)."""
-    observed, pointwise = dt["observed_data"], dt["log_likelihood"]
-    return all(
-        set(observed[name].dims) == set(pointwise[name].dims) - {"chain", "draw"}
-        for name in pointwise.data_vars
-        if name in observed
+def loo_verdict(loo: Any) -> str:
+    """One line on whether a LOO estimate can be trusted: how many Pareto k values exceed the
+    reliability threshold, out of how many observations."""
+    k = np.asarray(loo.pareto_k).ravel()
+    threshold = pareto_threshold(loo)
+    bad = int((k > threshold).sum())
+    if not bad:
+        return f"LOO reliable: all {k.size} Pareto k below {threshold:.2f} (max {k.max():.2f})"
+    return (
+        f"LOO unreliable: {bad} of {k.size} Pareto k above {threshold:.2f} (max {k.max():.2f}); "
+        "elpd_loo and p_loo are not to be trusted: improve the guide (k-hat above), or use "
+        "K-fold cross-validation"
     )
 
 
@@ -261,7 +295,14 @@ def print_report(report: DiagnoseReport) -> None:
             print(note)
     if report.unplotted:
         print(f"not plotted (too many panels; in summary.csv): {', '.join(report.unplotted)}")
+    if report.divergences is not None:
+        print(f"divergent transitions: {report.divergences}")
+    if report.health is not None:
+        print(report.health.describe())
+        for problem in report.health.problems:
+            print(f"  {problem}")
     if report.loo is not None:
         loo = report.loo
         print(f"elpd_loo {loo.elpd:.2f} (SE {loo.se:.2f}), p_loo {loo.p:.2f}")
+        print(loo_verdict(loo))
     print("wrote", ", ".join(path.name for path in report.files))

@@ -1,10 +1,17 @@
 """``pyroext fit <model>``: one subcommand per registered job, its options read off the job's
 configuration dataclass, so that ``--help`` lists only what applies to that model."""
 
-__all__ = ["add_fit_commands", "fit_config", "other_jobs_option"]
+__all__ = [
+    "add_fit_commands",
+    "add_threads_option",
+    "default_threads",
+    "fit_config",
+    "other_jobs_option",
+]
 
 import argparse
 import dataclasses
+import os
 import types
 import typing
 from typing import Any
@@ -18,6 +25,23 @@ RESUME_HELP = (
     "taken before, too)"
 )
 OVERWRITE_HELP = "start afresh, replacing the checkpoint.pt of an earlier run in the run folder"
+THREADS_HELP = (
+    "torch's CPU threads (default: half the cores, at least one, or OMP_NUM_THREADS if set: "
+    "torch's own default oversubscribes a shared machine, 9x slower on 2 cores)"
+)
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--threads`` to a subcommand that trains."""
+    parser.add_argument("--threads", type=parse_count, default=None, help=THREADS_HELP)
+
+
+def default_threads() -> int:
+    """Half the cores, at least one; ``OMP_NUM_THREADS`` when the user set it."""
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    if given.isdigit() and int(given) > 0:
+        return int(given)
+    return max(1, (os.cpu_count() or 2) // 2)
 
 
 def add_fit_commands(commands: Any) -> None:
@@ -35,6 +59,7 @@ def add_fit_commands(commands: Any) -> None:
                 default=1,
                 help="data-parallel processes on this machine, one per GPU with --device cuda",
             )
+        add_threads_option(parser)
         if job.checkpoints:
             resume = parser.add_mutually_exclusive_group()
             for flag, help in (("--resume", RESUME_HELP), ("--overwrite", OVERWRITE_HELP)):
@@ -78,7 +103,7 @@ def other_jobs_option(model: str, word: str) -> str | None:
 
 def _flags(job: Job) -> set[str]:
     """The options ``job``'s subcommand takes."""
-    flags = {_flag(field)[0] for field in _options(job.config)}
+    flags = {_flag(field)[0] for field in _options(job.config)} | {"--threads"}
     return flags | ({"--resume", "--overwrite"} if job.checkpoints else set())
 
 

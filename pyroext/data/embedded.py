@@ -3,11 +3,10 @@
 __all__ = ["TabularData", "load_diabetes", "load_digits", "load_faithful"]
 
 from importlib.resources import files
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
-import sklearn.datasets
 import torch
 from torch import Tensor
 
@@ -45,7 +44,7 @@ def load_diabetes(*, standardize: bool = True, dtype: torch.dtype = torch.float3
     Returns:
         A :class:`TabularData` with ``x`` of shape ``(442, 10)`` and ``y`` of shape ``(442,)``.
     """
-    bunch = sklearn.datasets.load_diabetes(scaled=False)
+    bunch = _sklearn_datasets().load_diabetes(scaled=False)
     x, y = bunch.data, bunch.target
     if standardize:
         x, y = _standardize(x), _standardize(y)
@@ -68,7 +67,7 @@ def load_digits(*, dtype: torch.dtype = torch.float32) -> TabularData:
         divided by 16 so that they lie in ``[0, 1]``, row-major with feature names
         ``pixel_<row>_<column>``, and ``y`` the int64 digit labels.
     """
-    bunch = sklearn.datasets.load_digits()
+    bunch = _sklearn_datasets().load_digits()
     return TabularData(
         torch.as_tensor(bunch.data / 16.0, dtype=dtype),
         torch.as_tensor(bunch.target, dtype=torch.int64),
@@ -99,6 +98,14 @@ def load_faithful(*, standardize: bool = False, dtype: torch.dtype = torch.float
     if standardize:
         x = _standardize(x)
     return TabularData(torch.as_tensor(x, dtype=dtype), None, names, None)
+
+
+def _sklearn_datasets() -> Any:
+    """``sklearn.datasets``, imported at the first load: importing it (and scipy) takes about
+    two seconds, which every start of the command line would otherwise pay."""
+    import sklearn.datasets
+
+    return sklearn.datasets
 
 
 def _standardize(values: np.ndarray) -> np.ndarray:

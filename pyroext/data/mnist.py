@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -117,11 +116,11 @@ def load_mnist(
     """
     _check_binarize(binarize)
     root = os.path.expanduser(os.fspath(root))
-    cls = torchvision.datasets.FashionMNIST if fashion else torchvision.datasets.MNIST
-    folder = Path(root) / cls.__name__ / "raw"
+    name = "FashionMNIST" if fashion else "MNIST"  # torchvision's folder names
+    folder = Path(root) / name / "raw"
     if download:
-        _download(cls, root, folder)
-    _check_raw_files(folder, cls.__name__)
+        _download(name, root, folder)
+    _check_raw_files(folder, name)
     split = "train" if train else "t10k"
     image_file = _present(folder / f"{split}-images-idx3-ubyte")
     label_file = _present(folder / f"{split}-labels-idx1-ubyte")
@@ -142,9 +141,14 @@ def _check_binarize(binarize: str | None) -> None:
         )
 
 
-def _download(cls: type[torchvision.datasets.MNIST], root: str, folder: Path) -> None:
+def _download(name: str, root: str, folder: Path) -> None:
     """Runs torchvision's download (a no-op when the files are there) without its reader,
     whose bare assertions would hide which file is bad."""
+    # Imported here: torchvision takes seconds to import (it loads torch._dynamo), which every
+    # start of the command line would pay for a download few runs make.
+    import torchvision.datasets
+
+    cls = getattr(torchvision.datasets, name)
     downloader = cls.__new__(cls)
     downloader.root = root
     try:

@@ -50,6 +50,13 @@ class KhatResult(NamedTuple):
     threshold: float
     log_weights: np.ndarray
 
+    def __repr__(self) -> str:
+        # The log weights are one per draw: a thousand numbers would hide the verdict.
+        return (
+            f"KhatResult(khat={self.khat:.3f}, threshold={self.threshold:.3f}, "
+            f"num_samples={self.num_samples}, interpretation={self.interpretation!r})"
+        )
+
 
 def khat_threshold(num_samples: int) -> float:
     """The largest k-hat for which ``num_samples`` draws give reliable PSIS estimates.

@@ -2,7 +2,8 @@
 
 __all__ = ["TARGET_COMPILE_AFTER", "CompiledTarget"]
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -49,6 +50,16 @@ class CompiledTarget:
             self.density = CompiledLogDensity(log_joint_at, strict=self.mode is True)
         density = self.density
         return lambda z: density(z, data)
+
+    @contextlib.contextmanager
+    def eager(self) -> Iterator[None]:
+        """Evaluates eagerly inside, whatever the mode: for one-off calls (health checks,
+        exports) whose draw count would otherwise cost a compiled graph of its own."""
+        mode, self.mode = self.mode, False
+        try:
+            yield
+        finally:
+            self.mode = mode
 
     def _compiles(self) -> bool:
         if self.mode is False or recording() or torch.jit.is_tracing():

@@ -116,6 +116,12 @@ class AutoDAIS(AutoMarkovGuide):
         self.eta_max = float(eta_max)
         self.gamma_init = float(gamma_init)
 
+    @property
+    def sample_stats_attrs(self) -> dict[str, float]:
+        """Attributes of the exported ``sample_stats`` group: the step sizes' cap, by which
+        ``pyroext diagnose`` tells a step size sitting at it."""
+        return {"step_size_max": self.eta_max}
+
     def _setup_kernel(self) -> None:
         like = {"dtype": self.loc.dtype, "device": self.loc.device}
         logit = math.log(self.eta_init / (self.eta_max - self.eta_init))

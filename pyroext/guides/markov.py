@@ -30,6 +30,7 @@ from torch.distributions import biject_to
 
 from pyroext.guides.base import GaussianBase, check_base_options, own_elbo_term
 from pyroext.guides.compiled_target import CompiledTarget
+from pyroext.guides.health import HEALTH_DRAWS, GuideHealth, measure_health
 from pyroext.guides.sampling import (
     antithetic_draws,
     common_random_numbers,
@@ -52,9 +53,7 @@ from pyroext.infer.checkpoint import preserved_rng_state
 from pyroext.infer.compiled.capture import same_objects
 
 SUMMARY_DRAWS = 1000
-# median() and quantiles() reuse one set of draws (common random numbers), so repeated calls
-# agree with each other, and the user's random stream is left as it was.
-SUMMARY_SEED = 0
+SUMMARY_SEED = 0  # median() and quantiles() share one set of draws, so repeated calls agree
 
 
 class AutoMarkovGuide(GaussianBase, AutoContinuous):
@@ -220,12 +219,8 @@ class AutoMarkovGuide(GaussianBase, AutoContinuous):
         if z.shape[0] > 1 and self._vectorised is not False:
             try:
                 total = self._log_joint_chains(z, data)
-            except ValueError as error:
+            except (ValueError, RuntimeError) as error:
                 if self._vectorised or "needs the data" in str(error):
-                    raise
-                self._warn_not_vectorised(error)
-            except RuntimeError as error:
-                if self._vectorised:
                     raise
                 self._warn_not_vectorised(error)
             else:
@@ -362,6 +357,10 @@ class AutoMarkovGuide(GaussianBase, AutoContinuous):
         base = self.base_distribution()
         z0 = base.sample((num_samples,))
         return self._move(z0, base.log_prob(z0), base, log_joint).position
+
+    def health(self, *args: Any, num_draws: int = HEALTH_DRAWS, **kwargs: Any) -> GuideHealth:
+        """Acceptance and step size per step on fresh chains (see :func:`measure_health`)."""
+        return measure_health(self, num_draws, args, kwargs)
 
     @torch.no_grad()
     def quantiles(

@@ -29,6 +29,7 @@ from pyroext.infer.distributed import (
 )
 from pyroext.infer.guard import NonFiniteParameterError
 from pyroext.infer.optim import FusedOptim
-from pyroext.infer.runner import NonFiniteLossError, SVIResult, run_svi
+from pyroext.infer.result import SVIResult
+from pyroext.infer.runner import NonFiniteLossError, run_svi
 from pyroext.infer.serialization import load_guide, save_guide, warm_up
 from pyroext.infer.step import TensorSVI

@@ -5,24 +5,22 @@ __all__ = ["COMPILE_MIN_STEPS", "NonFiniteLossError", "SVIResult", "run_svi"]
 import os
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyro
 import torch
 import torch.distributed as dist
 from pyro.infer import Trace_ELBO
 from pyro.infer.elbo import ELBO
 from pyro.optim import PyroOptim
-from tqdm.auto import tqdm
 
 from pyroext.checks import check_counts
 from pyroext.infer.batches import BatchStream
 from pyroext.infer.checkpoint import check_writable, save_checkpoint
 from pyroext.infer.compiled import CompiledELBO, compiled_elbo
 from pyroext.infer.compiled.elbo import COMPILED
-from pyroext.infer.convergence import Convergence, smoothed_loss
+from pyroext.infer.convergence import Convergence
 from pyroext.infer.device import resolve_device, to_device
 from pyroext.infer.distributed import (
     AllReduceOptim,
@@ -33,6 +31,8 @@ from pyroext.infer.distributed import (
 )
 from pyroext.infer.guard import NonFiniteLossError, NonFiniteParameterError, non_finite_state
 from pyroext.infer.optim import FusedOptim
+from pyroext.infer.progress import TrainingProgress, final_health
+from pyroext.infer.result import SVIResult
 from pyroext.infer.resume import load_for_resume, restore_training, training_state
 from pyroext.infer.serialization import warm_up
 from pyroext.infer.step import TensorSVI
@@ -41,34 +41,6 @@ COMPILE_MIN_STEPS = 2000
 """Steps from which ``compile="auto"`` compiles: recording and compiling take seconds (a few
 on a small model, tens on an MCMC guide), which a compiled step repays only over thousands of
 steps (benchmarks/compiled_svi.py)."""
-
-
-class SVIResult(NamedTuple):
-    """What :func:`run_svi` returns.
-
-    Fields:
-        losses: Loss (negative ELBO estimate) of every step, including steps run before a
-            resume, as float64 on the host.
-        num_steps: Optimiser steps taken in total.
-        wall_time: Seconds this call spent training.
-        stop_reason: ``"max_steps"`` or ``"converged"``.
-        relative_change: Last relative change of the windowed loss (``None`` without a
-            convergence rule or with too few steps).
-        compile_time: Seconds of ``wall_time`` spent recording and compiling graphs
-            (``compile=True``; 0 otherwise).
-    """
-
-    losses: np.ndarray
-    num_steps: int
-    wall_time: float
-    stop_reason: str
-    relative_change: float | None
-    compile_time: float = 0.0
-
-    def loss_series(self) -> pd.Series:
-        """The loss history as a pandas Series indexed by step (1-based)."""
-        index = pd.RangeIndex(1, len(self.losses) + 1, name="step")
-        return pd.Series(self.losses, index=index, name="loss")
 
 
 def run_svi(
@@ -114,7 +86,8 @@ def run_svi(
         model_kwargs: Keyword arguments for model and guide.
         device: ``"cpu"``, ``"cuda"``, a ``torch.device``, or ``None`` to follow the inputs.
         seed: Seeds Pyro's generators before training (ignored when resuming).
-        progress: Show a tqdm bar with step, smoothed ELBO and steps/s.
+        progress: Show a tqdm bar with step, smoothed ELBO and steps/s, and for MCMC-in-guide
+            guides their acceptance and step size per step (:mod:`pyroext.infer.progress`).
         display_every: Steps between host syncs (>= 1).
         checkpoint: File to save training state to every ``checkpoint_every`` steps and at
             the end.
@@ -268,6 +241,7 @@ class _Loop:
         self.distributed = distributed
         self.losses = np.empty(0)
         self.pending: list[torch.Tensor] = []
+        self.last_args: tuple[Any, ...] | None = None
         self.step = 0
         self.saved_step: int | None = None  # the step the checkpoint file holds
         self.checked_step = 0  # the last step after which all state was finite
@@ -308,7 +282,7 @@ class _Loop:
         progress: bool,
     ) -> SVIResult:
         start, reason = time.perf_counter(), "max_steps"
-        bar = tqdm(total=num_steps, initial=self.step, disable=not progress, unit="step")
+        bar = TrainingProgress(num_steps, self.step, progress, self.svi.guide)
         with bar:
             while self.step < num_steps:
                 self._guarded_step()
@@ -325,7 +299,13 @@ class _Loop:
                     break
         change = convergence.relative_change(self.losses) if convergence else None
         wall_time = time.perf_counter() - start
-        return SVIResult(self.losses, self.step, wall_time, reason, change, self._compile_time())
+        health = (
+            final_health(self.svi.guide, self.last_args, self.model_kwargs)
+            if is_main_process()
+            else None
+        )
+        compiled = self._compile_time()
+        return SVIResult(self.losses, self.step, wall_time, reason, change, compiled, health)
 
     def _compile_time(self) -> float:
         loss = self.svi.elbo
@@ -333,7 +313,7 @@ class _Loop:
 
     def _guarded_step(self) -> None:
         try:
-            args = self.next_args()
+            args = self.last_args = self.next_args()
             self.pending.append(self.svi.step_tensor(*args, **self.model_kwargs))
         except Exception as error:
             saved = self._saved()
@@ -373,8 +353,7 @@ class _Loop:
             )
         self._check_state()
         if bar is not None:
-            bar.update(self.step - bar.n)
-            bar.set_postfix(elbo=f"{-smoothed_loss(self.losses):.6g}", refresh=False)
+            bar.update(self.step, self.losses, self.last_args, self.model_kwargs)
 
     def _check_state(self) -> None:
         """Stops on a non-finite parameter, module state or optimiser state: a finite loss is

@@ -2,11 +2,10 @@ import functools
 
 import numpy as np
 import pandas as pd
-import pyro
-import pyro.distributions as dist
 import pytest
 import torch
 import xarray as xr
+from exact_guides import exact_family_guide
 
 from pyroext.arviz import from_pyro_svi
 from pyroext.cli import main
@@ -70,19 +69,6 @@ def test_diagnose_writes_summary_khat_loo_and_plots(fitted_run, capsys):
 def test_diagnose_without_posterior_names_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match="has no posterior.nc"):
         diagnose_run(tmp_path)
-
-
-def exact_family_guide(posterior, scale):
-    def guide(x, y=None):
-        theta = pyro.sample(
-            "theta",
-            dist.MultivariateNormal(posterior.mean, scale**2 * posterior.cov),
-            infer={"is_auxiliary": True},
-        )
-        pyro.sample("w", dist.Delta(theta[:-1]).to_event(1))
-        pyro.sample("b", dist.Delta(theta[-1]))
-
-    return guide
 
 
 @pytest.mark.parametrize("scale, good", [(1.0, True), (0.3, False)])

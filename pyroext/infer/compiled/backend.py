@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
-from torch._inductor.compile_fx import compile_fx
 from torch.fx import GraphModule
 
 BACKENDS = ("inductor", "eager")
@@ -66,6 +65,10 @@ def compile_graph(
         raise ValueError(f"backend={backend!r} must be one of {', '.join(BACKENDS)}")
     if backend == "eager":
         return _without_grad(graph, clone=False)
+    # Imported at the first compilation: importing inductor takes about two seconds, which
+    # every program importing pyroext would otherwise pay.
+    from torch._inductor.compile_fx import compile_fx
+
     cuda = any(t.device.type == "cuda" for t in example)
     patches = {"fallback_random": True, "triton.cudagraphs": cuda}
     start = time.perf_counter()
