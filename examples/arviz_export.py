@@ -1,7 +1,9 @@
-"""Eight schools (non-centred) fitted with NUTS and with SVI, exported to ArviZ 1.x and diagnosed.
+"""Eight schools (non-centred) fitted with NUTS, with SVI and AutoNormal, and with SVI and
+AutoDAIS (an MCMC-in-guide guide), exported to ArviZ 1.x and diagnosed.
 
-Writes ``posterior.nc`` and the diagnostics (summary, k-hat for SVI, LOO, plots) of each fit
-under ``--out``, and prints both summaries and LOO estimates side by side.
+Writes ``posterior.nc`` and the diagnostics (summary, k-hat for SVI, LOO and its verdict, the
+guide health of AutoDAIS, figures) of each fit under ``--out``, and prints the summaries and LOO
+estimates side by side.
 
     python examples/arviz_export.py --out runs/eight_schools
 """
@@ -12,11 +14,12 @@ from pathlib import Path
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.infer import MCMC, NUTS
-from pyro.infer.autoguide import AutoNormal
+from pyro.infer import MCMC, NUTS, Trace_ELBO
+from pyro.infer.autoguide import AutoGuide, AutoNormal
 
 from pyroext.arviz import collect_sample_stats, from_pyro, from_pyro_svi
-from pyroext.cli.diagnose import diagnose_run
+from pyroext.cli.diagnose import diagnose_run, loo_verdict
+from pyroext.guides import AutoDAIS
 from pyroext.infer import run_svi
 from pyroext.runs import POSTERIOR_FILE, save_datatree
 
@@ -58,14 +61,14 @@ def fit_nuts(args: argparse.Namespace) -> object:
     return from_pyro(mcmc, sample_stats=hook, coords={"school": SCHOOLS})
 
 
-def fit_svi(args: argparse.Namespace) -> object:
-    guide = AutoNormal(eight_schools)
+def fit_svi(args: argparse.Namespace, guide: AutoGuide) -> object:
     run_svi(
         eight_schools,
         guide,
         SIGMA,
         Y,
         num_steps=args.steps,
+        loss=Trace_ELBO(num_particles=4, vectorize_particles=True),
         progress=False,
         optim=pyro.optim.Adam({"lr": 0.02}),
         seed=args.seed,
@@ -80,9 +83,16 @@ def fit_svi(args: argparse.Namespace) -> object:
     )
 
 
+FITS = {
+    "nuts": fit_nuts,
+    "svi": lambda args: fit_svi(args, AutoNormal(eight_schools)),
+    "dais": lambda args: fit_svi(args, AutoDAIS(eight_schools, K=4)),
+}
+
+
 def main(args: argparse.Namespace) -> None:
     pyro.set_rng_seed(args.seed)
-    for name, fit in (("nuts", fit_nuts), ("svi", fit_svi)):
+    for name, fit in FITS.items():
         run_dir = Path(args.out) / name
         save_datatree(fit(args), run_dir / POSTERIOR_FILE)
         report = diagnose_run(run_dir)
@@ -90,7 +100,11 @@ def main(args: argparse.Namespace) -> None:
         print(report.summary.loc[["mu", "tau"]].to_string())
         if report.khat is not None:
             print(f"Pareto k-hat of p/q: {report.khat.khat:.2f} ({report.khat.interpretation})")
-        print(f"elpd_loo {report.loo.elpd:.2f} (SE {report.loo.se:.2f}); plots in {run_dir}")
+        if report.health is not None:
+            print(report.health.describe())
+        print(f"elpd_loo {report.loo.elpd:.2f} (SE {report.loo.se:.2f})")
+        print(loo_verdict(report.loo))
+        print(f"figures in {run_dir / 'diagnostics'}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,14 @@ Pareto k (the PSIS reliability bound for more than 2000 draws), the 1% acceptanc
 Markov step and the step-size cap, so a reader sees the verdict without the text report.
 """
 
-__all__ = ["PARETO_BAD", "PARETO_GOOD", "pareto_threshold", "plotted_variables", "write_figures"]
+__all__ = [
+    "PARETO_BAD",
+    "PARETO_GOOD",
+    "pareto_threshold",
+    "plotted_variables",
+    "ppc_figure",
+    "write_figures",
+]
 
 import math
 from collections.abc import Callable
@@ -64,7 +71,7 @@ def write_figures(
         figures["trace"] = lambda: _readable(azp.plot_trace_dist(dt, var_names=names))
         figures["rank"] = lambda: _readable(azp.plot_rank(dt, var_names=names))
     if {"posterior_predictive", "observed_data"} <= set(dt.children):
-        figures["ppc"] = lambda: _ppc(dt)
+        figures["ppc"] = lambda: ppc_figure(dt)
         if loo is not None and _scalar_observations(dt):
             figures["loo_pit"] = lambda: _readable(azp.plot_loo_pit(dt))
     if loo is not None:
@@ -87,18 +94,46 @@ def _readable(plot: Any) -> plt.Figure:
     return figure
 
 
-def _ppc(dt: xr.DataTree) -> plt.Figure:
-    """Observed against predictive densities; histograms for integer-valued data (class
-    labels, counts), where a smoothed density would invent values between the integers."""
-    observed = dt["observed_data"]
-    integer_valued = all(
-        np.array_equal(observed[name].values, np.round(observed[name].values))
-        for name in observed.data_vars
+def ppc_figure(dt: xr.DataTree) -> plt.Figure:
+    """Observed against predictive densities, one panel per observed coordinate beyond the
+    observation index (a mixture's 2-D points get one panel per feature, not one density of
+    both pooled); histograms for integer-valued data (class labels, counts), where a smoothed
+    density would invent values between the integers (see :func:`_discrete`)."""
+    observed = _per_coordinate(dt["observed_data"].to_dataset())
+    predicted = _per_coordinate(dt["posterior_predictive"].to_dataset())
+    discrete = all(_discrete(values.values) for values in observed.values())
+    tree = xr.DataTree.from_dict(
+        {"observed_data": xr.Dataset(observed), "posterior_predictive": xr.Dataset(predicted)}
     )
-    figure = _readable(azp.plot_ppc_dist(dt, kind="hist" if integer_valued else "kde"))
+    figure = _readable(azp.plot_ppc_dist(tree, kind="hist" if discrete else "kde"))
     for axis in figure.axes:
         axis.set(xlabel="observed value", ylabel="density")
     return figure
+
+
+def _discrete(values: np.ndarray) -> bool:
+    """Labels or counts: integers that repeat (at most half as many distinct values as
+    observations); eight integer-rounded measurements are not."""
+    integers = np.array_equal(values, np.round(values))
+    return bool(integers and 2 * len(np.unique(values)) <= values.size)
+
+
+def _per_coordinate(group: xr.Dataset) -> dict[str, xr.DataArray]:
+    """Each variable split along its dims after the first non-sample one (the observation
+    index), as variables named ``name[coordinate]``."""
+    split = {}
+    for name, variable in group.data_vars.items():
+        extra = [dim for dim in variable.dims if dim not in SAMPLE_DIMS][1:]
+        if not extra:
+            split[str(name)] = variable
+            continue
+        stacked = variable.stack(coordinate=extra)
+        for index in range(stacked.sizes["coordinate"]):
+            label = ",".join(
+                str(part) for part in np.atleast_1d(stacked["coordinate"].values[index])
+            )
+            split[f"{name}[{label}]"] = stacked.isel(coordinate=index, drop=True)
+    return split
 
 
 def pareto_threshold(loo: Any) -> float:

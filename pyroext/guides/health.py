@@ -71,7 +71,7 @@ class GuideHealth(NamedTuple):
         if self.step_size is not None:
             cap = f" (cap {self.step_size_max:g})" if self.step_size_max is not None else ""
             parts.append(f"step size per step {_listed(self.step_size)}{cap}")
-        verdict = "healthy" if not self.problems else f"{len(self.problems)} problem(s), warned"
+        verdict = "healthy" if not self.problems else f"{len(self.problems)} problem(s)"
         return f"guide health ({self.guide}): {'; '.join(parts) or 'no steps'}; {verdict}"
 
     def __repr__(self) -> str:

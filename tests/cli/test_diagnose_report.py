@@ -17,6 +17,7 @@ from pyro.infer.autoguide import AutoNormal
 from pyroext.arviz import from_pyro_svi
 from pyroext.cli import main
 from pyroext.cli.diagnose import diagnose_run
+from pyroext.cli.figures import ppc_figure
 from pyroext.data import synthetic_regression
 from pyroext.guides import AutoDAIS, AutoMetFlow
 from pyroext.infer import run_svi
@@ -133,3 +134,24 @@ def test_mcmc_divergences_are_counted(tmp_path, capsys):
     save_datatree(tree, tmp_path / POSTERIOR_FILE)
     assert main(["diagnose", str(tmp_path)]) == 0
     assert "divergent transitions: 3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("data", ["measurements", "rounded measurements", "labels"])
+def test_the_ppc_has_a_panel_per_feature_and_histograms_for_labels(data):
+    rng = np.random.default_rng(0)
+    points, draws = 10 * rng.normal(size=(30, 2)), 10 * rng.normal(size=(1, 20, 30, 2))
+    if data == "rounded measurements":  # integers, but nearly all distinct: densities
+        points, draws = np.round(points), np.round(draws)
+    if data == "labels":  # few values, each many times: histograms
+        points, draws = rng.integers(0, 3, size=points.shape), rng.integers(0, 3, size=draws.shape)
+    tree = from_dict(
+        {"posterior_predictive": {"x": draws}, "observed_data": {"x": points}},
+        dims={"x": ["obs", "feature"]},
+        coords={"feature": ["eruptions", "waiting"]},
+    )
+    figure = ppc_figure(tree)
+    titles = sorted(axis.get_title() for axis in figure.axes)
+    assert titles == ["x[eruptions]", "x[waiting]"]
+    assert all(axis.get_xlabel() == "observed value" for axis in figure.axes)
+    styles = {line.get_drawstyle() for axis in figure.axes for line in axis.lines}
+    assert styles == ({"steps-post"} if data == "labels" else {"default"})

@@ -19,7 +19,10 @@ EXAMPLES = Path(__file__).parents[2] / "examples"
         ("linear_regression.py --steps 100", "KL(q || exact)"),
         ("gmm.py --steps 50", "SVI mean-field, q(z_n) enumerated"),
         ("vae_estimators.py --steps 20 --draws 50", "variance ratio score-function"),
-        ("arviz_export.py --num-samples 30 --num-warmup 30 --steps 100 --out {tmp}", "elpd_loo"),
+        (
+            "arviz_export.py --num-samples 30 --num-warmup 30 --steps 100 --out {tmp}",
+            "guide health (AutoDAIS): step size per step",
+        ),
     ],
 )
 def test_example_runs(example, expected, tmp_path, monkeypatch, capsys):

@@ -70,7 +70,7 @@ def test_several_steps_in_one_graph_equal_single_steps(data):
     for repeat in (1, 3):
         pyro.clear_param_store()
         pyro.set_rng_seed(0)
-        guide, elbo = AutoNormal(regression), CompiledTrace_ELBO()
+        guide, elbo = AutoNormal(regression), CompiledTrace_ELBO(backend="eager")
         optim = FusedOptim(torch.optim.Adam, {"lr": 0.05})
         svi = TensorSVI(regression, guide, optim, elbo)
         losses = [svi.step_tensor(*data) for _ in range(3)]  # eager, checked, in-graph Adam
