@@ -31,6 +31,9 @@ from pyroext.guides.health import ACCEPTANCE_FLOOR, GuideHealth
 
 PARETO_GOOD = 0.5
 """Pareto k below which importance sampling is reliable at any draw count (Vehtari et al.)."""
+MAX_COORDINATE_PANELS = 8
+"""Observed coordinates (features of a multivariate observation) up to which the predictive
+check draws one panel each."""
 PARETO_BAD = 0.7
 """Pareto k above which PSIS estimates are unreliable (Vehtari et al.)."""
 
@@ -120,11 +123,12 @@ def _discrete(values: np.ndarray) -> bool:
 
 def _per_coordinate(group: xr.Dataset) -> dict[str, xr.DataArray]:
     """Each variable split along its dims after the first non-sample one (the observation
-    index), as variables named ``name[coordinate]``."""
+    index), as variables named ``name[coordinate]``; one with more than
+    :data:`MAX_COORDINATE_PANELS` coordinates (an image's pixels) stays pooled."""
     split = {}
     for name, variable in group.data_vars.items():
         extra = [dim for dim in variable.dims if dim not in SAMPLE_DIMS][1:]
-        if not extra:
+        if not extra or math.prod(variable.sizes[dim] for dim in extra) > MAX_COORDINATE_PANELS:
             split[str(name)] = variable
             continue
         stacked = variable.stack(coordinate=extra)
