@@ -39,13 +39,20 @@ def model(x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         pyro.sample("obs", dist.Normal(x @ w + bulk[0], 0.5), obs=y)
 
 
+def _say(line: str) -> None:
+    """Writes one answer in one ``write`` call: the server and its runs share the pipe, and
+    ``print`` under ``PYTHONUNBUFFERED`` writes the text and its newline separately, so two
+    writers' lines could interleave."""
+    os.write(sys.stdout.fileno(), f"{line}\n".encode())
+
+
 def _pause_at(call: int) -> None:
     real, calls = os.fsync, [0]
 
     def fsync(handle: int) -> None:
         calls[0] += 1
         if calls[0] == call:
-            print(f"paused {os.getpid()}", flush=True)
+            _say(f"paused {os.getpid()}")
             time.sleep(600)
         real(handle)
 
@@ -59,7 +66,7 @@ def train(checkpoint: str, num_steps: int, out: str, pause_at: int) -> None:
     generator = torch.Generator().manual_seed(5)
     x = torch.randn(50, 3, generator=generator)
     y = x @ torch.tensor([1.0, -2.0, 0.5]) + 0.5 * torch.randn(50, generator=generator)
-    print(f"training {os.getpid()}", flush=True)
+    _say(f"training {os.getpid()}")
     result = run_svi(
         model,
         AutoNormal(model),
@@ -86,12 +93,11 @@ def serve() -> None:
                     train(args[0], int(args[1]), args[2], int(args[3]))
                     status = 0
                 finally:
-                    sys.stdout.flush()
                     os._exit(status)
-            print(f"pid {pid}", flush=True)
+            _say(f"pid {pid}")
         elif command == "wait":
             _, status = os.waitpid(int(args[0]), 0)
-            print(f"exit {os.waitstatus_to_exitcode(status)}", flush=True)
+            _say(f"exit {os.waitstatus_to_exitcode(status)}")
 
 
 if __name__ == "__main__":

@@ -66,8 +66,6 @@ class Worker:
             except queue.Empty:
                 pytest.fail(f"no answer {prefixes} from the worker in {TIMEOUT_S} s")
             assert line != "closed", "the worker died"
-            if not line:  # a blank line answers nothing (seen once in CI, source unknown)
-                continue
             key, _, value = line.partition(" ")
             assert key in prefixes, line
             found[key] = value
@@ -75,10 +73,11 @@ class Worker:
 
     def start(self, checkpoint: Path, out: Path, num_steps: int, pause_at: int = 0) -> int:
         self.send(f"run {checkpoint} {num_steps} {out} {pause_at}")
-        answers = self.expect("pid", "training")
+        # the child may reach its pause before the server reports its pid: one wait for all
+        answers = self.expect("pid", "training", *(("paused",) if pause_at else ()))
         assert answers["pid"] == answers["training"]
         if pause_at:
-            assert self.expect("paused")["paused"] == answers["pid"]
+            assert answers["paused"] == answers["pid"]
         return int(answers["pid"])
 
     def wait(self, pid: int) -> int:
