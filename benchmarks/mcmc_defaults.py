@@ -69,6 +69,9 @@ GUIDES: dict[str, Callable[[Callable[..., Any]], AutoGuide]] = {
     "AutoMetFlow(reverse_model='fixed', base_training='joint')": functools.partial(
         AutoMetFlow, reverse_model="fixed", base_training="joint"
     ),
+    "AutoMetFlow(reverse_model='conditional')": functools.partial(
+        AutoMetFlow, reverse_model="conditional"
+    ),
     "AutoDAIS()": AutoDAIS,
     "AutoIAFNormal": AutoIAFNormal,
 }

@@ -24,7 +24,7 @@ from pyroext.kernels.acceptance import ACCEPTANCE_RULES
 from pyroext.kernels.coupling import Bijection
 
 FLOW_INITS = ("identity", "random")
-REVERSE_MODELS = ("learned", "fixed")
+REVERSE_MODELS = ("learned", "conditional", "fixed")
 
 
 class AutoMetFlow(AutoMarkovGuide):
@@ -67,8 +67,10 @@ class AutoMetFlow(AutoMarkovGuide):
             below the base's) or ``"random"`` (PyTorch's default initialisation, as in the
             authors' code: random initial jumps find more modes of a multimodal posterior;
             3.0 instead of 2.0 of 8 modes in ``benchmarks/mode_capturing.py`` at d = 5).
-        reverse_model: ``"learned"`` (per-step reverse probabilities, trained with the bound)
-            or ``"fixed"`` (the authors' ``P(v) / 2``).
+        reverse_model: ``"learned"`` (per-step reverse probabilities, trained with the bound),
+            ``"conditional"`` (``r_k(v, b | z_K)``, a network of the whitened final state, as
+            in MetVAE's paper; started at the fixed model) or ``"fixed"`` (the authors'
+            ``P(v) / 2``).
         base_dist: ``"diagonal"`` or ``"cholesky"``.
         init_loc_fn: Per-site initialisation of the base mean.
         init_scale: Initial base standard deviation, > 0.
@@ -144,8 +146,11 @@ class AutoMetFlow(AutoMarkovGuide):
         self.register_buffer("innovation", torch.randn(self.K, dim, **like))
         logit = math.log(self.init_direction_prob / (1 - self.init_direction_prob))
         self.direction_logit = nn.Parameter(torch.tensor(logit, **like))
+        fixed = fixed_reverse_logits(logit, self.K).to(**like)
         if self.reverse_model == "learned":
-            self.reverse_logits = nn.Parameter(fixed_reverse_logits(logit, self.K).to(**like))
+            self.reverse_logits = nn.Parameter(fixed)
+        elif self.reverse_model == "conditional":
+            self.reverse_net = _reverse_network(dim, self.hidden_dim or 2 * dim, fixed)
 
     def moves(self) -> list[tuple[Bijection, Bijection]]:
         """Per step, the proposal maps ``T_{u_k}`` and ``T_{u_k}^{-1}`` in ``q_0``'s whitened
@@ -161,11 +166,28 @@ class AutoMetFlow(AutoMarkovGuide):
         log_joint: Callable[[Tensor], Tensor],
     ) -> Transport:
         reverse = getattr(self, "reverse_logits", None)
+        if self.reverse_model == "conditional":
+            reverse = self.conditional_reverse_logits
         chain = metflow_chain(
             z0, log_joint, self.moves(), self.direction_logit, self.acceptance, reverse
         )
         elbo = chain.state.log_density - log_q0 - chain.log_density
         return Transport.from_chain(chain, {**acceptance_stats(chain.info), "log_weight": elbo})
+
+    def conditional_reverse_logits(self, z: Tensor) -> Tensor:
+        """The conditional reverse model's logits ``(*B, K, 4)`` at final states ``(*B, D)``."""
+        logits = self.reverse_net(self._whiten(z))
+        return logits.unflatten(-1, (self.K, 4))
+
+
+def _reverse_network(dim: int, hidden_dim: int, fixed: Tensor) -> nn.Sequential:
+    """``z_K -> (K, 4)`` reverse logits, flattened, whose output layer starts at zero weights
+    and the fixed model's logits: the guide starts with the authors' bound."""
+    output = nn.Linear(hidden_dim, fixed.numel())
+    with torch.no_grad():
+        output.weight.zero_()
+        output.bias.copy_(fixed.reshape(-1))
+    return nn.Sequential(nn.Linear(dim, hidden_dim), nn.Tanh(), output).to(fixed)
 
 
 def _check_options(

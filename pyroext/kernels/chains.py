@@ -9,10 +9,12 @@ the exact tests certify lives here once.
 __all__ = ["Chain", "hamiltonian_chain", "langevin_chain", "metflow_chain"]
 
 import functools
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from pyroext.kernels.annealing import AnnealedTarget
@@ -20,7 +22,7 @@ from pyroext.kernels.base import Info, LogDensity, stack_infos
 from pyroext.kernels.coupling import Bijection
 from pyroext.kernels.hamiltonian import dais_step, hamiltonian_init
 from pyroext.kernels.langevin import langevin_init, mala_step, ula_step
-from pyroext.kernels.metflow import metflow_init, metflow_step
+from pyroext.kernels.metflow import log_reverse, metflow_init, metflow_step
 
 
 class Chain(NamedTuple):
@@ -51,12 +53,15 @@ def metflow_chain(
     moves: Sequence[tuple[Bijection, Bijection]],
     direction_logit: Tensor,
     acceptance: str,
-    reverse_logits: Tensor | None = None,
+    reverse_logits: Tensor | Callable[[Tensor], Tensor] | None = None,
 ) -> Chain:
     """``len(moves)`` MetFlow steps (see :func:`~pyroext.kernels.metflow_step`).
 
     The reward of step ``k`` telescopes the bound: ``log gamma(z_k) - log gamma(z_{k-1})`` plus
-    the step's ``log_weight_increment`` (Jacobian, choices, reverse model).
+    the step's ``log_weight_increment`` (Jacobian, choices, reverse model). A reverse model
+    conditioned on the final state, ``r(v, b | z_K)``, is evaluated once the chain has run;
+    every step's choices move ``z_K``, so its terms join the last step's reward, which every
+    step's reward to go holds.
 
     Arguments:
         position: Base draws ``z_0``, ``(*B, D)``.
@@ -65,23 +70,37 @@ def metflow_chain(
         direction_logit: Logit of proposing the forward map.
         acceptance: ``"barker"`` or ``"mh"``.
         reverse_logits: Per step, the reverse model's logits ``(K, 4)`` (see
-            :func:`~pyroext.kernels.metflow_step`), or ``None`` for the authors' fixed one.
+            :func:`~pyroext.kernels.metflow_step`); a map from ``z_K`` to logits
+            ``(*B, K, 4)``; or ``None`` for the authors' fixed one.
 
     Returns:
         The :class:`Chain`; ``state.log_density`` is the target at ``z_K``.
     """
+    conditional = callable(reverse_logits)
     state = metflow_init(position, target)
     infos, rewards = [], []
     for step, (forward, inverse) in enumerate(moves):
         start = state.log_density
-        reverse = None if reverse_logits is None else reverse_logits[step]
+        reverse = None if reverse_logits is None or conditional else reverse_logits[step]
         state, info = metflow_step(
             state, target, forward, inverse, direction_logit, acceptance, reverse
         )
         infos.append(info)
         rewards.append(state.log_density - start + info.log_weight_increment)
-    info = stack_infos(infos)
-    return Chain(state, info, -info.log_weight_increment.sum(-1), torch.stack(rewards, -1))
+    info, rewards = stack_infos(infos), torch.stack(rewards, -1)
+    if conditional:
+        correction = _conditional_reverse(info, direction_logit, reverse_logits(state.position))
+        info = info._replace(log_weight_increment=info.log_weight_increment + correction)
+        rewards = torch.cat([rewards[..., :-1], rewards[..., -1:] + correction.sum(-1, True)], -1)
+    return Chain(state, info, -info.log_weight_increment.sum(-1), rewards)
+
+
+def _conditional_reverse(info: Info, direction_logit: Tensor, logits: Tensor) -> Tensor:
+    """Per step ``(*B, K)``, ``log r(v_k, b_k | z_K)`` less the fixed ``log P(v_k) / 2`` that
+    the steps were run with."""
+    log_p_plus, log_p_minus = -F.softplus(-direction_logit), -F.softplus(direction_logit)
+    fixed = torch.where(info.forward, log_p_plus, log_p_minus) - math.log(2)
+    return log_reverse(info.forward, info.accepted, logits) - fixed
 
 
 def langevin_chain(

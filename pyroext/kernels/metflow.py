@@ -1,6 +1,13 @@
 """The MetFlow kernel: a Metropolis-Hastings step whose proposal is an invertible flow."""
 
-__all__ = ["METFLOW", "MetFlowState", "fixed_reverse_logits", "metflow_init", "metflow_step"]
+__all__ = [
+    "METFLOW",
+    "MetFlowState",
+    "fixed_reverse_logits",
+    "log_reverse",
+    "metflow_init",
+    "metflow_step",
+]
 
 import math
 from collections.abc import Callable
@@ -101,19 +108,27 @@ def metflow_step(
     log_jacobian = torch.where(accepted, ldj, torch.zeros_like(ldj))
     log_prob_choice = log_p_chosen + torch.where(accepted, log_accept, log_reject)
     if reverse_logits is None:
-        log_reverse = log_p_chosen - math.log(2)
+        log_r = log_p_chosen - math.log(2)
     else:
-        outcome = 2 * (~forward).long() + (~accepted).long()
-        log_reverse = torch.log_softmax(reverse_logits, -1)[outcome]
+        log_r = log_reverse(forward, accepted, reverse_logits)
     info = Info(
         accepted=accepted,
         acceptance_prob=log_accept.detach().exp(),
         log_prob_choice=log_prob_choice,
-        log_weight_increment=log_jacobian - log_prob_choice + log_reverse,
+        log_weight_increment=log_jacobian - log_prob_choice + log_r,
         log_jacobian=log_jacobian,
         forward=forward,
     )
     return new_state, info
+
+
+def log_reverse(forward: Tensor, accepted: Tensor, reverse_logits: Tensor) -> Tensor:
+    """``log r(v, b)`` of the outcomes a step took (``forward``, ``accepted``: ``(*B,)``),
+    under reverse logits ``(4,)`` or ``(*B, 4)``, ordered forward accepted, forward rejected,
+    inverse accepted, inverse rejected."""
+    outcome = 2 * (~forward).long() + (~accepted).long()
+    log_probs = torch.log_softmax(reverse_logits, -1).expand(*outcome.shape, 4)
+    return log_probs.gather(-1, outcome.unsqueeze(-1)).squeeze(-1)
 
 
 def fixed_reverse_logits(direction_logit: float, steps: int) -> Tensor:

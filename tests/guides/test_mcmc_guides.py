@@ -106,6 +106,7 @@ def test_pyro_trace_mean_field_elbo_drops_delta_log_density(positive_data):
         (AutoMetFlow, {"K": 3}),
         (AutoMetFlow, {"K": 2, "base_dist": "cholesky"}),
         (AutoMetFlow, {"K": 2, "acceptance": "mh"}),
+        (AutoMetFlow, {"K": 2, "reverse_model": "conditional"}),
         (AutoMetFlow, {"K": 2, "base_flow": "iaf"}),
         (AutoDAIS, {"K": 2, "eta_init": 0.05, "base_flow": "spline"}),
     ],
@@ -124,7 +125,7 @@ def test_untrained_weights_against_the_exact_evidence(guide_class, options):
     guide.scale = PyroParam(2 * exact.cov.diagonal().sqrt(), constraints.softplus_positive)
     with torch.no_grad():
         guide.loc.copy_(exact.mean)
-        for name in ("flow", "base_flow_nets"):
+        for name in ("flow", "base_flow_nets", "reverse_net"):
             for parameter in getattr(guide, name, torch.nn.Linear(1, 1)).parameters():
                 parameter.add_(0.05 * torch.randn_like(parameter))
     elbo_and_mcse(regression, guide, x, y, num_particles=20000)
@@ -273,16 +274,19 @@ def test_one_particle_per_step_trains_with_a_zero_baseline():
     assert torch.isfinite(gradient) and gradient != 0
 
 
-@pytest.mark.parametrize("guide_class", MCMC_GUIDES)
-def test_saved_guide_reloads_with_its_innovation_noise(tmp_path, guide_class):
+@pytest.mark.parametrize(
+    "guide_class, options",
+    [(AutoMetFlow, {}), (AutoMetFlow, {"reverse_model": "conditional"}), (AutoDAIS, {})],
+)
+def test_saved_guide_reloads_with_its_innovation_noise(tmp_path, guide_class, options):
     x, y = correlated_regression(10)
-    guide = guide_class(regression, K=2)
+    guide = guide_class(regression, K=2, **options)
     run_svi(regression, guide, x, y, num_steps=5, progress=False, seed=0)
     save_guide(guide, tmp_path / "guide.pt")
     pyro.set_rng_seed(4)
     expected = guide.sample_latents(5, x, y)
     pyro.clear_param_store()
-    fresh = guide_class(regression, K=2)
+    fresh = guide_class(regression, K=2, **options)
     load_guide(fresh, tmp_path / "guide.pt", x, y)
     pyro.set_rng_seed(4)
     assert torch.equal(fresh.sample_latents(5, x, y), expected)

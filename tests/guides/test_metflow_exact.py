@@ -49,7 +49,7 @@ from pyroext.kernels import fixed_reverse_logits
 
 ACCEPTANCE_RULES = ["barker", "mh"]
 STEPS = [1, 2, pytest.param(3, marks=pytest.mark.slow)]
-REVERSE_MODELS = ["fixed", "learned"]
+REVERSE_MODELS = ["fixed", "learned", "conditional"]
 
 
 # 1. The marginal density of z_K, its moments, and the bounds.
@@ -191,6 +191,7 @@ def test_importance_weights(K, acceptance, reverse_model):
         (1, "barker", "fixed"),
         (1, "mh", "fixed"),
         (1, "barker", "learned"),
+        (2, "barker", "conditional"),
         pytest.param(2, "barker", "fixed", marks=pytest.mark.slow),
         pytest.param(2, "mh", "learned", marks=pytest.mark.slow),
     ],
@@ -198,7 +199,9 @@ def test_importance_weights(K, acceptance, reverse_model):
 def test_direction_logit_gradient_is_unbiased(K, acceptance, reverse_model, monkeypatch):
     """The direction logit moves only the discrete choices' probabilities (and the ratio), so
     the pathwise part of its gradient has mean zero (with a fixed reverse model, whose
-    ``P(v)`` cancels the forward one) and the score term carries it all."""
+    ``P(v)`` cancels the forward one) and the score term carries it all. A reverse model
+    conditioned on ``z_K`` is checked at K = 2, where the first step's choices also move the
+    second step's reverse term."""
     guide = _case(K, acceptance, reverse_model).guide
     exact = float(_exact_bound_gradient(guide, acceptance, GRADIENT_GRID_POINTS))
 
@@ -223,15 +226,20 @@ def test_direction_logit_gradient_is_unbiased(K, acceptance, reverse_model, monk
         assert abs(ablated) <= 4 * ablated_se
 
 
+@pytest.mark.parametrize(
+    ("reverse_model", "wrt"),
+    [("learned", "reverse_logits"), ("conditional", "reverse_net.0.bias")],
+)
 @pytest.mark.parametrize("acceptance", ACCEPTANCE_RULES)
-def test_reverse_model_gradient_is_unbiased(acceptance):
+def test_reverse_model_gradient_is_unbiased(acceptance, reverse_model, wrt):
     """A learned reverse model enters the bound only through its log-probability of the
     outcomes drawn, so its gradient is pathwise: the guide's Monte Carlo gradient of the
-    four logits matches autograd through the enumeration."""
-    guide = _case(1, acceptance, "learned").guide
-    exact = _exact_bound_gradient(guide, acceptance, GRADIENT_GRID_POINTS, "reverse_logits")
+    four logits (or of the conditional network's hidden biases, through ``z_K``) matches
+    autograd through the enumeration."""
+    guide = _case(1, acceptance, reverse_model).guide
+    exact = _exact_bound_gradient(guide, acceptance, GRADIENT_GRID_POINTS, wrt)
     pyro.set_rng_seed(450)
-    gradients = _mc_gradients(guide, GRADIENT_BATCHES, "reverse_logits")
+    gradients = _mc_gradients(guide, GRADIENT_BATCHES, wrt)
     estimate = gradients.mean(0)
     se = gradients.std(0) / math.sqrt(GRADIENT_BATCHES)
     print(f"{acceptance}: exact {exact.tolist()}\n  MC {estimate.tolist()} +- {se.tolist()}")
@@ -263,6 +271,27 @@ def test_learned_reverse_model_starts_at_the_fixed_one(acceptance):
     assert gain > 0.01
     assert optimum - start == pytest.approx(gain, abs=1e-6)
     assert optimum < 0
+
+
+@pytest.mark.parametrize("acceptance", ACCEPTANCE_RULES)
+def test_conditional_reverse_model_starts_at_the_fixed_one(acceptance):
+    """The conditional reverse network starts at ``P(v) / 2`` whatever ``z_K``: the guide's
+    bound is then exactly the fixed model's (K = 2)."""
+    fixed = _case(2, acceptance, "fixed").guide
+    conditional = AutoMetFlow(
+        mixture_model,
+        K=2,
+        acceptance=acceptance,
+        init_scale=1.0,
+        reverse_model="conditional",
+        init_direction_prob=1 / (1 + math.exp(-DIRECTION_LOGIT)),
+    )
+    conditional()
+    conditional.load_state_dict(fixed.state_dict(), strict=False)
+    with torch.no_grad():
+        assert _exact_bound(conditional, acceptance) == pytest.approx(
+            _exact_bound(fixed, acceptance), abs=1e-9
+        )
 
 
 @pytest.mark.parametrize("acceptance", ACCEPTANCE_RULES)

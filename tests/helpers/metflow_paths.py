@@ -75,6 +75,9 @@ def _perturbed_guide(K: int, acceptance: str, reverse_model: str) -> AutoMetFlow
         if reverse_model == "learned":
             logits = guide.reverse_logits
             logits.add_(REVERSE_PERTURBATION * torch.randn_like(logits))
+        if reverse_model == "conditional":  # its output starts at zero: made to depend on z_K
+            for param in guide.reverse_net.parameters():
+                param.add_(REVERSE_PERTURBATION * torch.randn_like(param))
     return guide
 
 
@@ -106,12 +109,30 @@ def _move(guide: AutoMetFlow, step: int, z: Tensor, v: int) -> tuple[Tensor, Ten
 
 
 def _log_reverse_over_direction(guide: AutoMetFlow, step: int, v: int, accepted: bool) -> Tensor:
-    """``log r_step(v, b) - log P(v)``: ``-log 2`` for the authors' fixed reverse model."""
+    """``log r_step(v, b) - log P(v)``: ``-log 2`` for the authors' fixed reverse model; 0 for
+    a conditional one, which :func:`_log_conditional_reverse` adds once ``z_K`` is known."""
+    if guide.reverse_model == "conditional":
+        return torch.tensor(0.0, dtype=F64)
     logits = getattr(guide, "reverse_logits", None)
     if logits is None:
         return torch.tensor(-math.log(2), dtype=F64)
     outcome = 2 * int(v < 0) + int(not accepted)
     return torch.log_softmax(logits[step], -1)[outcome] - _log_p_direction(guide, v)
+
+
+def _log_conditional_reverse(
+    guide: AutoMetFlow, outcomes: tuple[tuple[int, bool], ...], z: Tensor
+) -> Tensor:
+    """``sum_k log r_k(v_k, b_k | z_K) - log P(v_k)`` of a path's outcomes ``(v_k, b_k)``
+    ending at ``z_K`` (0 for the reverse models that do not look at ``z_K``)."""
+    if guide.reverse_model != "conditional":
+        return torch.zeros(z.shape[:-1], dtype=F64)
+    log_r = torch.log_softmax(guide.conditional_reverse_logits(z), -1)
+    total = torch.zeros(z.shape[:-1], dtype=F64)
+    for step, (v, accepted) in enumerate(outcomes):
+        outcome = 2 * int(v < 0) + int(not accepted)
+        total = total + log_r[..., step, outcome] - _log_p_direction(guide, v)
+    return total
 
 
 def _log_accept_reject(log_ratio: Tensor, acceptance: str) -> tuple[Tensor, Tensor, Tensor]:
@@ -191,9 +212,10 @@ def _paths(guide: AutoMetFlow, acceptance: str, z0: Tensor) -> Iterator[_Path]:
     log_q0 = _log_q0(guide, z0)
     reverse = functools.partial(_log_reverse_over_direction, guide)
 
-    def walk(step, z, log_gamma, log_prob, log_weight, possible):
+    def walk(step, z, log_gamma, log_prob, log_weight, possible, outcomes=()):
         if step == guide.K:
-            yield _Path(log_prob, log_weight + log_gamma, z, possible)
+            log_weight = log_weight + log_gamma + _log_conditional_reverse(guide, outcomes, z)
+            yield _Path(log_prob, log_weight, z, possible)
             return
         for v in (1, -1):
             log_ratio, moved, log_gamma_moved, log_det = _log_ratio(guide, step, z, v, log_gamma)
@@ -209,6 +231,7 @@ def _paths(guide: AutoMetFlow, acceptance: str, z0: Tensor) -> Iterator[_Path]:
                 - log_accept
                 + _log_reverse_over_direction(guide, step, v, True),
                 possible,
+                (*outcomes, (v, True)),
             )
             log_reject = torch.where(can_reject, log_reject, 0.0)
             yield from walk(
@@ -218,6 +241,7 @@ def _paths(guide: AutoMetFlow, acceptance: str, z0: Tensor) -> Iterator[_Path]:
                 log_prob_v + log_reject,
                 log_weight - log_reject + reverse(step, v, False),
                 possible & can_reject,
+                (*outcomes, (v, False)),
             )
 
     log_weight = -log_q0
@@ -326,10 +350,10 @@ def _exact_bound(guide: AutoMetFlow, acceptance: str, points: int = GRID_POINTS)
 def _exact_bound_gradient(
     guide: AutoMetFlow, acceptance: str, points: int = GRID_POINTS, wrt: str = "direction_logit"
 ) -> Tensor:
-    """d L_ext / d ``wrt`` (a parameter's name) by autograd through the enumeration, in
+    """d L_ext / d ``wrt`` (a parameter's dotted name) by autograd through the enumeration, in
     chunks of the grid (to bound the memory of the autograd graph)."""
     grid, weights = _grid(points)
-    parameter = getattr(guide, wrt)
+    parameter = guide.get_parameter(wrt)
     gradient = torch.zeros_like(parameter)
     for z0, chunk_weights in zip(grid.split(GRID_CHUNK), weights.split(GRID_CHUNK), strict=True):
         bound = _forward_sums(guide, acceptance, z0, chunk_weights).bound
@@ -346,6 +370,6 @@ def _mc_gradients(guide: AutoMetFlow, batches: int, wrt: str = "direction_logit"
     gradients = []
     for _ in range(batches):
         loss = elbo.differentiable_loss(mixture_model, guide)
-        (gradient,) = torch.autograd.grad(-loss, getattr(guide, wrt))
+        (gradient,) = torch.autograd.grad(-loss, guide.get_parameter(wrt))
         gradients.append(gradient)
     return torch.stack(gradients)
