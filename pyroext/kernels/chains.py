@@ -9,12 +9,10 @@ the exact tests certify lives here once.
 __all__ = ["Chain", "hamiltonian_chain", "langevin_chain", "metflow_chain"]
 
 import functools
-import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from pyroext.kernels.annealing import AnnealedTarget
@@ -22,7 +20,7 @@ from pyroext.kernels.base import Info, LogDensity, stack_infos
 from pyroext.kernels.coupling import Bijection
 from pyroext.kernels.hamiltonian import dais_step, hamiltonian_init
 from pyroext.kernels.langevin import langevin_init, mala_step, ula_step
-from pyroext.kernels.metflow import log_reverse, metflow_init, metflow_step
+from pyroext.kernels.metflow import fixed_log_reverse, log_reverse, metflow_init, metflow_step
 
 
 class Chain(NamedTuple):
@@ -98,8 +96,7 @@ def metflow_chain(
 def _conditional_reverse(info: Info, direction_logit: Tensor, logits: Tensor) -> Tensor:
     """Per step ``(*B, K)``, ``log r(v_k, b_k | z_K)`` less the fixed ``log P(v_k) / 2`` that
     the steps were run with."""
-    log_p_plus, log_p_minus = -F.softplus(-direction_logit), -F.softplus(direction_logit)
-    fixed = torch.where(info.forward, log_p_plus, log_p_minus) - math.log(2)
+    fixed = fixed_log_reverse(info.forward, direction_logit)
     return log_reverse(info.forward, info.accepted, logits) - fixed
 
 

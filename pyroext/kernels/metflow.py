@@ -3,6 +3,7 @@
 __all__ = [
     "METFLOW",
     "MetFlowState",
+    "fixed_log_reverse",
     "fixed_reverse_logits",
     "log_reverse",
     "metflow_init",
@@ -108,7 +109,7 @@ def metflow_step(
     log_jacobian = torch.where(accepted, ldj, torch.zeros_like(ldj))
     log_prob_choice = log_p_chosen + torch.where(accepted, log_accept, log_reject)
     if reverse_logits is None:
-        log_r = log_p_chosen - math.log(2)
+        log_r = fixed_log_reverse(forward, direction_logit)
     else:
         log_r = log_reverse(forward, accepted, reverse_logits)
     info = Info(
@@ -120,6 +121,12 @@ def metflow_step(
         forward=forward,
     )
     return new_state, info
+
+
+def fixed_log_reverse(forward: Tensor, direction_logit: Tensor) -> Tensor:
+    """``log P(v) / 2`` of the directions a step took: the MetFlow authors' reverse model."""
+    log_p_plus, log_p_minus = -F.softplus(-direction_logit), -F.softplus(direction_logit)
+    return torch.where(forward, log_p_plus, log_p_minus) - math.log(2)
 
 
 def log_reverse(forward: Tensor, accepted: Tensor, reverse_logits: Tensor) -> Tensor:
